@@ -1,0 +1,167 @@
+"""The AlloConv HTTP client: the number for a palier, and the verdict on a code.
+
+AlloConv answers plain text (``OK``, ``ERR3``, a phone number...). Checking a code
+*consumes* it, so the one thing this client must never do is ask twice when the first
+question may have arrived: it retries only a connection that was refused (the request
+surely never left), never a timeout or a reset after sending. Such a lost answer is its
+own verdict, :attr:`Verdict.UNKNOWN`, so that the caller can keep a record of it.
+
+The API key travels in the query string (the API's design), so no URL and no exception
+text built by ``requests`` or urllib3 is ever logged without :meth:`AlloConv.redact`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, quote_plus
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+log = logging.getLogger("alloconv_gate")
+
+MAX_ANSWER_BYTES = 4096
+
+
+class Verdict(enum.Enum):
+    """What became of a code submitted to AlloConv."""
+
+    OK = "ok"  # valid, and now consumed
+    INVALID = "invalid"  # ERR3: unknown or already used
+    WRONG_PALIER = "wrong-palier"  # ERR4: valid, for a palier this site does not accept
+    REFUSED = "refused"  # ERR99, ERR1, ERR2: AlloConv refused the request, code untouched
+    UNREACHABLE = "unreachable"  # the request never reached AlloConv, code untouched
+    UNKNOWN = "unknown"  # sent, but the answer was lost or not understood: maybe consumed
+
+    @property
+    def is_visitors_fault(self) -> bool:
+        return self in (Verdict.INVALID, Verdict.WRONG_PALIER)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A verdict with what the webmaster needs to know about it."""
+
+    verdict: Verdict
+    answer: str  # AlloConv's answer, or a short description of what went wrong
+    latency: float  # seconds spent, retries included
+
+
+class NumberUnavailable(Exception):
+    """api-numeros gave no number; ``configuration_error`` when it said ERR918."""
+
+    def __init__(self, reason: str, *, configuration_error: bool = False):
+        super().__init__(reason)
+        self.configuration_error = configuration_error
+
+
+_VERDICTS = {
+    "OK": Verdict.OK,
+    "ERR3": Verdict.INVALID,
+    "ERR4": Verdict.WRONG_PALIER,
+    "ERR99": Verdict.REFUSED,
+    "ERR1": Verdict.REFUSED,
+    "ERR2": Verdict.REFUSED,
+}
+
+
+class AlloConv:
+    """A client of the two AlloConv scripts under ``api_base``.
+
+    One ``requests.Session`` is kept for the client's life (connection reuse), and every
+    call is bounded by ``timeout`` seconds for connecting and for each read.
+    """
+
+    def __init__(
+        self,
+        api_base: str,
+        api_key: str,
+        *,
+        timeout: float = 5.0,
+        session: requests.Session | None = None,
+    ):
+        self.api_base = api_base.rstrip("/")
+        self.timeout = timeout
+        self._api_key = api_key
+        self._session = session or requests.Session()
+
+    def number(self, palier: str) -> str:
+        """The text to show for ``palier`` (a phone number, or an SMS keyword and number)."""
+        try:
+            answer = self._get("api-numeros", {"palier": palier})
+        except requests.RequestException as exc:
+            raise NumberUnavailable(self.redact(exc)) from None
+        if answer.upper() == "ERR918":
+            raise NumberUnavailable(
+                f"palier {palier!r} is unknown to AlloConv (ERR918)", configuration_error=True
+            )
+        if not answer or answer.upper().startswith("ERR") or "<" in answer or len(answer) > 200:
+            raise NumberUnavailable(f"unexpected answer {answer[:80]!r}")
+        return answer
+
+    def verify(self, code: str) -> Check:
+        """Ask AlloConv whether ``code`` is good. Never raises for network trouble."""
+        started = time.monotonic()
+        params = {"code1": code, "cle": self._api_key}
+        for attempt in (1, 2):
+            try:
+                answer = self._get("api-micropaiement", params)
+            except requests.RequestException as exc:
+                if attempt == 1 and _refused(exc):
+                    continue
+                verdict = Verdict.UNREACHABLE if _never_sent(exc) else Verdict.UNKNOWN
+                return Check(verdict, self.redact(exc, code), time.monotonic() - started)
+            verdict = _VERDICTS.get(answer.upper(), Verdict.UNKNOWN)
+            return Check(verdict, answer[:80], time.monotonic() - started)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def redact(self, what: object, code: str | None = None) -> str:
+        """``what`` as text with the API key (and ``code``, if given) masked."""
+        text = f"{type(what).__name__}: {what}" if isinstance(what, BaseException) else str(what)
+        for secret in (self._api_key, quote_plus(self._api_key), quote(self._api_key)):
+            text = text.replace(secret, "***")
+        if code:
+            text = text.replace(code, mask_code(code))
+        return text
+
+    def _get(self, script: str, params: dict[str, str]) -> str:
+        """The answer of ``script``, stripped; raises ``requests.RequestException``."""
+        with self._session.get(
+            f"{self.api_base}/{script}",
+            params=params,
+            timeout=self.timeout,
+            stream=True,
+            allow_redirects=False,
+        ) as response:
+            if response.status_code != 200:
+                raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
+            body = b""
+            for chunk in response.iter_content(1024):
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    break
+        return body[:MAX_ANSWER_BYTES].decode("utf-8", "replace").strip()
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request surely never reached the server (no connection was made)."""
+    return isinstance(exc, requests.ConnectTimeout) or _refused(exc)
+
+
+def _refused(exc: requests.RequestException) -> bool:
+    """Whether the connection was refused (or the host unknown): worth one quick retry.
+
+    A connect timeout is not retried: that would double the visitor's wait.
+    """
+    if type(exc) is not requests.ConnectionError or not exc.args:
+        return False
+    reason = getattr(exc.args[0], "reason", None)
+    return isinstance(reason, NewConnectionError)
+
+
+def mask_code(code: str) -> str:
+    """``AB12****``: enough for support to recognise a code, not enough to use it."""
+    return code[:4] + "****"

@@ -1,0 +1,58 @@
+"""Keeping paid content out of shared caches.
+
+A response the gate let through was produced for one paying visitor: a CDN or proxy that
+stored it would serve it to everyone. So the gate makes it ``private`` (keeping anything
+stricter the app said) and varies it on ``Cookie``.
+"""
+
+from __future__ import annotations
+
+# Headers through which CDNs take caching orders that override Cache-Control.
+_SURROGATE_HEADERS = frozenset(("surrogate-control", "cdn-cache-control"))
+# Directives that let a shared cache store or serve the response.
+_SHARED_DIRECTIVES = frozenset(("public", "s-maxage", "proxy-revalidate"))
+
+
+def private_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with Cache-Control made private and Cookie added to Vary."""
+    kept = []
+    cache_control: list[str] = []
+    vary: list[str] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "cache-control":
+            cache_control.append(value)
+        elif lower == "vary":
+            vary.append(value)
+        elif lower not in _SURROGATE_HEADERS:
+            kept.append((name, value))
+    kept.append(("Cache-Control", private_cache_control(", ".join(cache_control))))
+    kept.append(("Vary", vary_on_cookie(", ".join(vary))))
+    return kept
+
+
+def private_cache_control(value: str) -> str:
+    """``value`` without what lets shared caches store it, and with ``private`` unless it
+    already says ``no-store`` or ``private``."""
+    directives = []
+    strict = False
+    for directive in value.split(","):
+        directive = directive.strip()
+        name = directive.split("=", 1)[0].strip().lower()
+        if not directive or name in _SHARED_DIRECTIVES:
+            continue
+        if name == "private" and directive.lower() != "private":
+            continue  # private="Set-Cookie" lets shared caches keep the rest
+        strict = strict or name in ("private", "no-store")
+        directives.append(directive)
+    if not strict:
+        directives.insert(0, "private")
+    return ", ".join(directives)
+
+
+def vary_on_cookie(value: str) -> str:
+    """``value`` with ``Cookie`` among the fields (``*`` already covers it)."""
+    fields = [field.strip() for field in value.split(",") if field.strip()]
+    if any(field == "*" or field.lower() == "cookie" for field in fields):
+        return ", ".join(fields)
+    return ", ".join([*fields, "Cookie"])

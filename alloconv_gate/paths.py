@@ -1,0 +1,59 @@
+"""Which requests a gate protects: path normalisation and prefix matching.
+
+A prefix matches on segment boundaries (``/premium`` protects ``/premium`` and
+``/premium/x``, not ``/premiumx``), and on the path as the app will understand it:
+``//premium/x``, ``/premium/./x`` and ``/free/../premium/x`` are all under ``/premium``.
+Most paths hold none of those tricks, so the common case costs two substring tests and
+one regular expression match.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+
+def normalise_path(path: str) -> str:
+    """Collapse doubled slashes and resolve ``.`` and ``..`` segments (never above the root)."""
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+def normalise_prefix(prefix: str) -> str:
+    """A configured prefix in the form PATH_INFO has, without its trailing slash.
+
+    PATH_INFO holds the percent-decoded bytes of the path as latin-1 text (PEP 3333), so a
+    prefix such as ``/café`` or ``/caf%C3%A9`` is compared as its UTF-8 bytes. ``/`` (the
+    whole site) becomes the empty string, which every path starts with.
+    """
+    prefix = prefix.strip()
+    if not prefix.startswith("/"):
+        raise ValueError(f"{prefix!r} must start with '/'")
+    if any(ch in prefix for ch in "?#") or not prefix.isprintable():
+        raise ValueError(f"{prefix!r} must be a plain path, without query, fragment or spaces")
+    decoded = unquote(prefix, errors="strict")
+    return normalise_path(decoded).rstrip("/").encode("utf-8").decode("latin-1")
+
+
+class PrefixMatcher:
+    """Finds the longest configured prefix a PATH_INFO falls under."""
+
+    def __init__(self, prefixes):
+        self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
+        alternatives = "|".join(re.escape(prefix) for prefix in self.prefixes)
+        self._regex = re.compile(f"({alternatives})(?:/|$)")
+
+    def match(self, path: str) -> str | None:
+        """The prefix ``path`` is under, or None. ``path`` is a raw PATH_INFO."""
+        if "//" in path or "/." in path or path[:1] != "/":
+            path = normalise_path(path)
+        found = self._regex.match(path)
+        return found.group(1) if found else None
