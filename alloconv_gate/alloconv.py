@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
@@ -24,6 +25,28 @@ from urllib3.exceptions import NewConnectionError
 log = logging.getLogger("alloconv_gate")
 
 MAX_ANSWER_BYTES = 4096
+
+
+class RedactingFilter(logging.Filter):
+    """Masks the key and the code in URLs that urllib3 logs at DEBUG level.
+
+    urllib3 logs every request line it sends; ours carry ``cle=KEY&code1=CODE``. A site
+    that turns on DEBUG logging must not write its API key or its visitors' codes.
+    """
+
+    _KEY = re.compile(r"(cle=)[^&\s\"']*")
+    _CODE = re.compile(r"(code1=[^&\s\"']{0,4})[^&\s\"']*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "cle=" in message or "code1=" in message:
+            message = self._CODE.sub(r"\1****", self._KEY.sub(r"\1***", message))
+            record.msg, record.args = message, ()
+        return True
+
+
+_REDACTING_FILTER = RedactingFilter()
+logging.getLogger("urllib3.connectionpool").addFilter(_REDACTING_FILTER)
 
 
 class Verdict(enum.Enum):
