@@ -1,0 +1,353 @@
+"""A stand-in for the AlloConv API, for the demo and the tests.
+
+AlloConv has no sandbox: every code checked against the real service is a real sale. This
+WSGI app answers the two documented scripts as the documentation describes them
+(``{mount}/api-numeros`` and ``{mount}/api-micropaiement``), issues its own test codes on a
+page at ``{mount}/`` that a person can read on a phone, and can be told to misbehave (see
+:meth:`Sandbox.set_fault`) so that a client's handling of timeouts, lost answers and junk can
+be tested over real HTTP.
+
+The gate's ``api_base`` for a sandbox mounted at ``http://host/sandbox`` is that URL: the
+scripts sit right under it, as they sit under ``https://www.alloconv.fr/scripts``.
+
+Never expose it to real visitors: anyone can read free codes off its page.
+"""
+
+import html
+import re
+import secrets
+import string
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+
+from webob import Response
+from webob.dec import wsgify
+
+CODE_ALPHABET = string.ascii_uppercase + string.digits
+CODE_LENGTH = 8
+DEFAULT_NUMBERS = {
+    "fra1": "08 99 23 45 67",
+    "fra2": "08 99 23 45 68",
+    "bel1": "0905 12 345",
+    "che1": "0901 123 456",
+    "sms1": "ACCES au 81212",
+}
+SCRIPTS = ("api-numeros", "api-micropaiement")
+FAULT_KINDS = ("hang", "slow", "error500", "garbage", "empty", "drop", "flap")
+HANG_LIMIT = 30.0
+"""Seconds a "hang" holds a request at most, so a test that forgets to clear it still ends."""
+
+
+class DroppedAnswer(Exception):
+    """Raised mid-answer by the "drop" fault so that the server breaks the connection."""
+
+
+@dataclass(frozen=True)
+class _Fault:
+    kind: str
+    script: str | None
+    delay: float
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def applies_to(self, script):
+        return self.script is None or self.script == script
+
+
+class Sandbox:
+    """A WSGI app that behaves like the AlloConv API, with its own test codes.
+
+    :param api_key: the only ``cle`` accepted; any other answers ``ERR99``.
+    :param numbers: palier -> the text ``api-numeros`` answers for it. Codes can be issued
+        for these paliers only.
+    :param accepted_paliers: the paliers whose codes answer ``OK``; the others' codes answer
+        ``ERR4``, as for a site that did not subscribe to that palier. Default: all.
+    :param codes_shown: how many fresh codes the page shows for each palier.
+    :param rng: a :class:`random.Random`-like object for the codes; seed one to get the same
+        codes in a test. Default: the operating system's randomness.
+
+    State is shared by all the server's threads and guarded by a lock. ``calls`` counts the
+    requests received by each script, faulty answers included.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key="sandbox-key",
+        numbers=None,
+        accepted_paliers=None,
+        codes_shown=3,
+        rng=None,
+    ):
+        numbers = dict(DEFAULT_NUMBERS if numbers is None else numbers)
+        _check_numbers(numbers)
+        accepted = frozenset(numbers if accepted_paliers is None else accepted_paliers)
+        if unknown := accepted - numbers.keys():
+            raise ValueError(f"accepted_paliers: not in numbers: {', '.join(sorted(unknown))}")
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError(f"api_key: must be a non-empty string, got {api_key!r}")
+        if isinstance(codes_shown, bool) or not isinstance(codes_shown, int) or codes_shown < 0:
+            raise ValueError(f"codes_shown: must be an integer >= 0, got {codes_shown!r}")
+        self.api_key = api_key
+        self.numbers = numbers
+        self.accepted_paliers = accepted
+        self.codes_shown = codes_shown
+        self.calls = Counter()
+        self._rng = secrets.SystemRandom() if rng is None else rng
+        self._lock = threading.Lock()
+        self._codes = {}
+        self._used = set()
+        self._fault = None
+        self._flaps = 0
+
+    def issue_code(self, palier="fra1"):
+        """Return a fresh code of ``palier`` that the sandbox will accept once."""
+        if palier not in self.numbers:
+            raise ValueError(f"palier: {palier!r} is not in numbers")
+        with self._lock:
+            code = self._new_code()
+            self._codes[code] = palier
+        return code
+
+    def _new_code(self):
+        while True:
+            code = "".join(self._rng.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            if code not in self._codes:
+                return code
+
+    def is_used(self, code):
+        """Whether ``code`` was consumed by an ``OK`` answer (even one the client never got)."""
+        with self._lock:
+            return code in self._used
+
+    def set_fault(self, kind, *, script=None, delay=0.0):
+        """Make the scripts misbehave until :meth:`clear_fault`.
+
+        ``script`` limits the fault to ``"api-numeros"`` or ``"api-micropaiement"``. Kinds:
+
+        - ``"hang"``: hold each request until ``clear_fault()`` (or 30 s), then answer it
+          normally: a code checked by a request the client gave up on is consumed then.
+        - ``"slow"``: wait ``delay`` seconds, then answer normally.
+        - ``"error500"``: HTTP 500 with an HTML body; nothing is checked or consumed.
+        - ``"garbage"``: HTTP 200 with an HTML page instead of an answer; nothing consumed.
+        - ``"empty"``: HTTP 200 with an empty body; nothing consumed.
+        - ``"drop"``: answer normally (an ``OK`` consumes the code), but break the connection
+          after the first byte of the body: the answer is lost after the sale.
+        - ``"flap"``: the 1st, 3rd, 5th... request gets ``"error500"``, the others a normal
+          answer.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind: {kind!r} is not one of {', '.join(FAULT_KINDS)}")
+        if script is not None and script not in SCRIPTS:
+            raise ValueError(f"script: {script!r} is not one of {', '.join(SCRIPTS)}")
+        if delay < 0:
+            raise ValueError(f"delay: must be >= 0, got {delay!r}")
+        self._replace_fault(_Fault(kind, script, float(delay)))
+
+    def clear_fault(self):
+        """Answer normally again, and release the requests held by a "hang"."""
+        self._replace_fault(None)
+
+    def _replace_fault(self, fault):
+        with self._lock:
+            previous, self._fault = self._fault, fault
+            self._flaps = 0
+        if previous is not None:
+            previous.released.set()
+
+    @wsgify
+    def __call__(self, req):
+        if req.path_info in ("", "/"):
+            return self._codes_page()
+        script = req.path_info[1:]
+        if script not in SCRIPTS:
+            return Response("Not found\n", status=404, content_type="text/plain")
+        with self._lock:
+            self.calls[script] += 1
+        fault = self._fault
+        if fault is not None and fault.applies_to(script):
+            return self._faulty_answer(fault, script, req)
+        return self._answer(script, req)
+
+    def _answer(self, script, req):
+        query = _query(req)
+        if script == "api-numeros":
+            text = self._number(query.get("palier"))
+        else:
+            text = self._check(query.get("cle"), query.get("code1"))
+        return Response(text, content_type="text/plain", charset="utf-8")
+
+    def _number(self, palier):
+        if palier not in self.numbers:
+            return "ERR918"
+        return self.numbers[palier] + "\r\n"
+
+    def _check(self, key, code):
+        if key != self.api_key:
+            return "ERR99"
+        if not code:
+            return "ERR1"
+        if len(code) < CODE_LENGTH:
+            return "ERR2"
+        with self._lock:
+            palier = self._codes.get(code)
+            if palier is None or code in self._used:
+                return "ERR3"
+            if palier not in self.accepted_paliers:
+                return "ERR4"
+            self._used.add(code)
+        return "OK"
+
+    def _faulty_answer(self, fault, script, req):
+        match fault.kind:
+            case "hang":
+                fault.released.wait(HANG_LIMIT)
+            case "slow":
+                time.sleep(fault.delay)
+            case "error500":
+                return _html_page("500 Internal Server Error", status=500)
+            case "garbage":
+                return _html_page("Maintenance: AlloConv will be back soon.")
+            case "empty":
+                return Response(b"", content_type="text/plain")
+            case "flap":
+                with self._lock:
+                    self._flaps += 1
+                    fails = self._flaps % 2 == 1
+                if fails:
+                    return _html_page("500 Internal Server Error", status=500)
+        answer = self._answer(script, req)
+        if fault.kind == "drop":
+            return _cut_short(answer)
+        return answer
+
+    def _codes_page(self):
+        sections = []
+        for palier, number in self.numbers.items():
+            codes = "".join(
+                f"<li><code>{self.issue_code(palier)}</code></li>" for _ in range(self.codes_shown)
+            )
+            refused = (
+                ""
+                if palier in self.accepted_paliers
+                else '<p class="refused">This site does not accept this palier: '
+                "its codes answer ERR4.</p>"
+            )
+            sections.append(
+                f"<section><h2>{html.escape(palier)}</h2>"
+                f"<p>Number: <strong>{html.escape(number)}</strong></p>"
+                f'{refused}<ul class="codes">{codes}</ul></section>'
+            )
+        response = Response(
+            _CODES_PAGE.format(sections="\n".join(sections)),
+            content_type="text/html",
+            charset="utf-8",
+        )
+        response.cache_control.no_store = True
+        return response
+
+
+def _check_numbers(numbers):
+    if not numbers:
+        raise ValueError("numbers: at least one palier is needed")
+    for palier, text in numbers.items():
+        if not isinstance(palier, str) or not re.fullmatch(r"\S+", palier):
+            raise ValueError(f"numbers: bad palier {palier!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"numbers: empty text for palier {palier!r}")
+
+
+def _query(req):
+    """The query's parameters, last value winning; bytes that are not UTF-8 never raise.
+
+    ``req.GET`` raises on them, which would turn a visitor's garbled code into a 500.
+    """
+    pairs = urllib.parse.parse_qsl(req.query_string, keep_blank_values=True, errors="replace")
+    return dict(pairs)
+
+
+def _cut_short(answer):
+    """Promise the whole body, send its first byte, then fail, so the server drops the line."""
+    body = answer.body
+
+    def first_byte_then_fail():
+        yield body[:1]
+        raise DroppedAnswer("sandbox fault 'drop': connection broken mid-answer")
+
+    answer.app_iter = first_byte_then_fail()
+    answer.content_length = len(body)
+    return answer
+
+
+def _html_page(text, *, status=200):
+    body = (
+        "<!DOCTYPE html><html><head><title>AlloConv</title></head>"
+        f"<body><p>{html.escape(text)}</p></body></html>"
+    )
+    return Response(body, status=status, content_type="text/html", charset="utf-8")
+
+
+_CODES_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>AlloConv sandbox</title>
+<style>
+body {{ font-family: sans-serif; margin: 0 auto; max-width: 36em; padding: 1em; }}
+.note {{ background: #fff3cd; padding: 0.5em 0.75em; }}
+.refused {{ color: #8a1f11; }}
+.codes {{ list-style: none; padding: 0; }}
+.codes code {{ font-size: 1.4em; letter-spacing: 0.1em; }}
+</style>
+</head>
+<body>
+<h1>AlloConv sandbox</h1>
+<p class="note">These are test codes for the demo: no call is needed and nothing is paid.
+Each code works once; reload the page for more.</p>
+{sections}
+</body>
+</html>
+"""
+
+_SETTINGS = frozenset({"api_key", "numbers", "accepted_paliers", "codes_shown"})
+
+
+def make_app(global_conf=None, **settings):
+    """PasteDeploy ``paste.app_factory``: a :class:`Sandbox` from ini strings.
+
+    ``numbers`` holds ``palier = text`` pairs, one a line or separated by ``;``;
+    ``accepted_paliers`` is whitespace-separated; ``codes_shown`` an integer. A misspelt or
+    bad setting raises :class:`ValueError` naming it, at load time.
+    """
+    if unknown := settings.keys() - _SETTINGS:
+        raise ValueError(f"unknown sandbox setting(s): {', '.join(sorted(unknown))}")
+    options = {}
+    if "api_key" in settings:
+        options["api_key"] = settings["api_key"].strip()
+    if "numbers" in settings:
+        options["numbers"] = _parse_numbers(settings["numbers"])
+    if "accepted_paliers" in settings:
+        options["accepted_paliers"] = settings["accepted_paliers"].split()
+    if "codes_shown" in settings:
+        try:
+            options["codes_shown"] = int(settings["codes_shown"])
+        except ValueError:
+            raise ValueError(f"codes_shown: not an integer: {settings['codes_shown']!r}") from None
+    return Sandbox(**options)
+
+
+def _parse_numbers(text):
+    numbers = {}
+    for item in re.split(r"[;\n]", text):
+        if not item.strip():
+            continue
+        palier, equals, answer = (part.strip() for part in item.partition("="))
+        if not equals or not palier or not answer:
+            raise ValueError(f"numbers: expected 'palier = text', got {item.strip()!r}")
+        if palier in numbers:
+            raise ValueError(f"numbers: palier {palier!r} given twice")
+        numbers[palier] = answer
+    return numbers

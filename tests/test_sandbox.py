@@ -1,0 +1,363 @@
+"""The sandbox over real HTTP, as the gate's client will see it."""
+
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import pytest
+import requests
+from paste.deploy import loadapp
+from servers import serve
+
+from alloconv_gate.sandbox import DEFAULT_NUMBERS, Sandbox, make_app
+
+KEY = "sandbox-key"
+TIMEOUT = 5
+CODE = re.compile(r"<code>([A-Z0-9]{8})</code>")
+
+
+def numero(base, palier=None, *, timeout=TIMEOUT):
+    return requests.get(f"{base}/api-numeros", params={"palier": palier}, timeout=timeout)
+
+
+def check(base, code, key=KEY, *, timeout=TIMEOUT):
+    params = {"code1": code, "cle": key}
+    return requests.get(f"{base}/api-micropaiement", params=params, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def picky():
+    """A sandbox whose site accepts fra1 only, and whose fra1 number needs escaping."""
+    sandbox = Sandbox(
+        numbers={"fra1": "<b>08 99</b> & co", "sms1": "ACCES au 81212"},
+        accepted_paliers=["fra1"],
+        codes_shown=1,
+    )
+    with serve(sandbox) as server:
+        yield sandbox, server.url
+
+
+class TestNumbers:
+    @pytest.mark.parametrize("palier", sorted(DEFAULT_NUMBERS))
+    def test_known_palier_answers_its_text_with_a_line_end(self, sandbox_url, palier):
+        response = numero(sandbox_url, palier)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert response.text == DEFAULT_NUMBERS[palier] + "\r\n"
+
+    @pytest.mark.parametrize(
+        "palier", [None, "", "fra9", "FRA1"], ids=["missing", "empty", "unknown", "wrong-case"]
+    )
+    def test_missing_or_unknown_palier_is_err918(self, sandbox_url, palier):
+        response = numero(sandbox_url, palier)
+        assert (response.status_code, response.text) == (200, "ERR918")
+
+
+class TestCheck:
+    @pytest.mark.parametrize(
+        ("key", "code"),
+        [(None, "ISSUED"), ("wrong-key", "ISSUED"), ("", "ISSUED"), ("wrong-key", None)],
+        ids=["missing-key", "wrong-key", "empty-key", "key-checked-before-code"],
+    )
+    def test_bad_key_is_err99_and_consumes_nothing(self, sandbox, sandbox_url, key, code):
+        issued = sandbox.issue_code()
+        response = check(sandbox_url, issued if code == "ISSUED" else code, key=key)
+        assert (response.status_code, response.text) == (200, "ERR99")
+        assert not sandbox.is_used(issued)
+
+    @pytest.mark.parametrize("code", [None, ""], ids=["missing", "empty"])
+    def test_no_code_is_err1(self, sandbox_url, code):
+        assert check(sandbox_url, code).text == "ERR1"
+
+    def test_short_code_is_err2(self, sandbox, sandbox_url):
+        assert check(sandbox_url, sandbox.issue_code()[:7]).text == "ERR2"
+
+    def test_unknown_code_is_err3(self, sandbox_url):
+        assert check(sandbox_url, "nevermade").text == "ERR3"
+
+    def test_bytes_that_are_not_utf8_are_an_unknown_code(self, sandbox_url):
+        url = f"{sandbox_url}/api-micropaiement?code1=%FF%FEABCDEF&cle={KEY}"
+        assert requests.get(url, timeout=TIMEOUT).text == "ERR3"
+
+    def test_a_code_is_good_once(self, sandbox, sandbox_url):
+        code = sandbox.issue_code("sms1")
+        assert not sandbox.is_used(code)
+        first = check(sandbox_url, code)
+        assert (first.status_code, first.text) == (200, "OK")
+        assert first.headers["Content-Type"].startswith("text/plain")
+        assert sandbox.is_used(code)
+        assert check(sandbox_url, code).text == "ERR3"
+
+    def test_concurrent_checks_of_one_code_sell_it_once(self, sandbox, sandbox_url):
+        code = sandbox.issue_code()
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(lambda _: check(sandbox_url, code).text, range(24)))
+        assert sorted(answers) == ["ERR3"] * 23 + ["OK"]
+
+    def test_refused_palier_is_err4_and_leaves_the_code_unused(self, picky):
+        sandbox, url = picky
+        code = sandbox.issue_code("sms1")
+        assert check(url, code).text == "ERR4"
+        assert check(url, code).text == "ERR4"
+        assert not sandbox.is_used(code)
+        assert check(url, sandbox.issue_code("fra1")).text == "OK"
+
+    def test_only_the_configured_key_is_accepted(self):
+        sandbox = Sandbox(api_key="site-42")
+        with serve(sandbox, threads=2) as server:
+            assert check(server.url, sandbox.issue_code()).text == "ERR99"
+            assert check(server.url, sandbox.issue_code(), key="site-42").text == "OK"
+
+
+class TestIssueCode:
+    def test_codes_are_eight_uppercase_letters_or_digits(self, sandbox):
+        codes = {sandbox.issue_code(palier) for palier in DEFAULT_NUMBERS for _ in range(20)}
+        assert len(codes) == 20 * len(DEFAULT_NUMBERS)
+        assert all(re.fullmatch(r"[A-Z0-9]{8}", code) for code in codes)
+
+    def test_a_seeded_rng_gives_the_same_codes(self):
+        first, second = (Sandbox(rng=random.Random(7)) for _ in range(2))
+        assert [first.issue_code() for _ in range(5)] == [second.issue_code() for _ in range(5)]
+
+    def test_unknown_palier_is_refused(self, sandbox):
+        with pytest.raises(ValueError, match="fra9"):
+            sandbox.issue_code("fra9")
+
+
+class TestCodesPage:
+    def test_lists_fresh_codes_for_every_palier_that_then_verify(self, sandbox_url):
+        response = requests.get(f"{sandbox_url}/", timeout=TIMEOUT)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "no-store" in response.headers["Cache-Control"]
+        page = response.text
+        assert "<title>AlloConv sandbox</title>" in page
+        assert "test codes for the demo" in page
+        assert 'name="viewport"' in page
+        for number in DEFAULT_NUMBERS.values():
+            assert number in page
+        codes = CODE.findall(page)
+        assert len(set(codes)) == 3 * len(DEFAULT_NUMBERS)
+        assert {check(sandbox_url, code).text for code in codes} == {"OK"}
+        assert {check(sandbox_url, code).text for code in codes} == {"ERR3"}
+
+    def test_each_visit_shows_new_codes(self, sandbox_url):
+        first, second = (requests.get(sandbox_url, timeout=TIMEOUT).text for _ in range(2))
+        assert not set(CODE.findall(first)) & set(CODE.findall(second))
+
+    def test_no_external_assets(self, sandbox_url):
+        page = requests.get(sandbox_url, timeout=TIMEOUT).text
+        assert "<link" not in page
+        assert "src=" not in page
+
+    def test_escapes_numbers_and_flags_refused_paliers(self, picky):
+        _, url = picky
+        page = requests.get(f"{url}/", timeout=TIMEOUT).text
+        assert "&lt;b&gt;08 99&lt;/b&gt; &amp; co" in page
+        assert "<b>" not in page
+        assert page.count("ERR4") == 1
+        fra1_code, sms1_code = CODE.findall(page)
+        assert check(url, sms1_code).text == "ERR4"
+        assert check(url, fra1_code).text == "OK"
+
+    def test_codes_shown_sets_how_many(self):
+        with serve(Sandbox(codes_shown=0), threads=2) as server:
+            assert CODE.findall(requests.get(server.url, timeout=TIMEOUT).text) == []
+
+    @pytest.mark.parametrize("path", ["/nope", "/api-numeros/", "/scripts/api-numeros"])
+    def test_other_paths_are_404(self, sandbox, sandbox_url, path):
+        response = requests.get(sandbox_url + path, timeout=TIMEOUT)
+        assert response.status_code == 404
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert sum(sandbox.calls.values()) == 0
+
+    def test_faults_leave_the_page_alone(self, sandbox, sandbox_url):
+        sandbox.set_fault("error500")
+        response = requests.get(sandbox_url, timeout=TIMEOUT)
+        assert response.status_code == 200
+        assert CODE.findall(response.text)
+
+
+class TestFaults:
+    def test_hang_times_the_client_out_until_cleared(self, sandbox, sandbox_url):
+        sandbox.set_fault("hang")
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            numero(sandbox_url, "fra1", timeout=(TIMEOUT, 0.3))
+        sandbox.clear_fault()
+        assert numero(sandbox_url, "fra1").text == DEFAULT_NUMBERS["fra1"] + "\r\n"
+
+    def test_a_held_check_consumes_its_code_once_released(self, sandbox, sandbox_url):
+        sandbox.set_fault("hang", script="api-micropaiement")
+        code = sandbox.issue_code()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            held = pool.submit(check, sandbox_url, code)
+            with pytest.raises(FutureTimeout):
+                held.result(timeout=0.3)
+            assert not sandbox.is_used(code)
+            sandbox.clear_fault()
+            assert held.result(timeout=TIMEOUT).text == "OK"
+        assert sandbox.is_used(code)
+
+    def test_slow_answers_normally_after_the_delay(self, sandbox, sandbox_url):
+        sandbox.set_fault("slow", delay=0.2)
+        code = sandbox.issue_code()
+        started = time.monotonic()
+        assert check(sandbox_url, code).text == "OK"
+        assert time.monotonic() - started >= 0.2
+
+    def test_error500_is_an_html_500_and_consumes_nothing(self, sandbox, sandbox_url):
+        sandbox.set_fault("error500")
+        code = sandbox.issue_code()
+        response = check(sandbox_url, code)
+        assert response.status_code == 500
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "<html>" in response.text
+        assert not sandbox.is_used(code)
+        sandbox.clear_fault()
+        assert check(sandbox_url, code).text == "OK"
+
+    def test_garbage_is_an_html_page_with_status_200(self, sandbox, sandbox_url):
+        sandbox.set_fault("garbage")
+        code = sandbox.issue_code()
+        response = check(sandbox_url, code)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert response.text.startswith("<!DOCTYPE html>")
+        assert not sandbox.is_used(code)
+
+    def test_empty_is_an_empty_200(self, sandbox, sandbox_url):
+        sandbox.set_fault("empty")
+        code = sandbox.issue_code()
+        response = check(sandbox_url, code)
+        assert (response.status_code, response.content) == (200, b"")
+        assert not sandbox.is_used(code)
+
+    def test_drop_loses_the_answer_after_the_sale(self, sandbox, sandbox_url):
+        sandbox.set_fault("drop")
+        code = sandbox.issue_code()
+        with pytest.raises(requests.exceptions.RequestException):
+            check(sandbox_url, code)
+        assert sandbox.is_used(code)
+        sandbox.clear_fault()
+        assert check(sandbox_url, code).text == "ERR3"
+
+    def test_drop_breaks_numbers_too(self, sandbox, sandbox_url):
+        sandbox.set_fault("drop", script="api-numeros")
+        with pytest.raises(requests.exceptions.RequestException):
+            numero(sandbox_url, "fra1")
+
+    def test_flap_alternates_500_and_normal_answers(self, sandbox, sandbox_url):
+        sandbox.set_fault("flap")
+        answers = [(r.status_code, r.text) for r in (numero(sandbox_url, "bel1") for _ in range(4))]
+        good = (200, DEFAULT_NUMBERS["bel1"] + "\r\n")
+        assert [status for status, _ in answers] == [500, 200, 500, 200]
+        assert answers[1] == answers[3] == good
+
+    @pytest.mark.parametrize("kind", ["error500", "garbage", "empty", "drop", "flap", "hang"])
+    def test_script_limits_the_fault(self, sandbox, sandbox_url, kind):
+        sandbox.set_fault(kind, script="api-numeros")
+        assert check(sandbox_url, sandbox.issue_code()).text == "OK"
+
+    @pytest.mark.parametrize(
+        ("kind", "options", "named"),
+        [
+            ("explode", {}, "kind"),
+            ("hang", {"script": "api-numero"}, "script"),
+            ("slow", {"delay": -1}, "delay"),
+        ],
+        ids=["kind", "script", "delay"],
+    )
+    def test_bad_fault_is_refused(self, sandbox, kind, options, named):
+        with pytest.raises(ValueError, match=named):
+            sandbox.set_fault(kind, **options)
+
+
+class TestCalls:
+    def test_counts_requests_per_script_faulty_ones_included(self, sandbox, sandbox_url):
+        numero(sandbox_url, "fra1")
+        numero(sandbox_url, "nope")
+        check(sandbox_url, "nevermade")
+        sandbox.set_fault("error500")
+        check(sandbox_url, "nevermade")
+        requests.get(sandbox_url, timeout=TIMEOUT)
+        assert sandbox.calls == {"api-numeros": 2, "api-micropaiement": 2}
+
+    def test_counts_concurrent_requests_exactly(self, sandbox, sandbox_url):
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            list(pool.map(lambda _: check(sandbox_url, "nevermade"), range(40)))
+        assert sandbox.calls["api-micropaiement"] == 40
+
+
+INI = """\
+[app:main]
+use = call:alloconv_gate.sandbox:make_app
+api_key = from-the-ini
+numbers =
+    x1 = 08 00 00 00 01
+    y1 = CODE au 80000
+accepted_paliers = x1
+codes_shown = 2
+"""
+
+
+class TestMakeApp:
+    def test_defaults(self):
+        sandbox = make_app({})
+        assert (sandbox.api_key, sandbox.numbers, sandbox.codes_shown) == (
+            "sandbox-key",
+            DEFAULT_NUMBERS,
+            3,
+        )
+        assert sandbox.accepted_paliers == set(DEFAULT_NUMBERS)
+
+    def test_semicolon_separated_numbers(self):
+        sandbox = make_app({}, numbers="fra1 = 08 99 23 45 67; fra2 = 08 99 23 45 68;")
+        assert sandbox.numbers == {"fra1": "08 99 23 45 67", "fra2": "08 99 23 45 68"}
+
+    def test_an_ini_file_through_loadapp(self, tmp_path):
+        (tmp_path / "sandbox.ini").write_text(INI)
+        sandbox = loadapp(f"config:{tmp_path / 'sandbox.ini'}")
+        with serve(sandbox, threads=2) as server:
+            assert numero(server.url, "y1").text == "CODE au 80000\r\n"
+            page = requests.get(server.url, timeout=TIMEOUT).text
+            x1_codes = CODE.findall(page)[:2]
+            y1_codes = CODE.findall(page)[2:]
+            assert len(y1_codes) == 2
+            assert check(server.url, x1_codes[0], key="from-the-ini").text == "OK"
+            assert check(server.url, y1_codes[0], key="from-the-ini").text == "ERR4"
+            assert check(server.url, x1_codes[1]).text == "ERR99"
+
+    @pytest.mark.parametrize(
+        ("settings", "named"),
+        [
+            ({"apikey": "k"}, "apikey"),
+            ({"api_key": "  "}, "api_key"),
+            ({"codes_shown": "three"}, "codes_shown"),
+            ({"codes_shown": "-1"}, "codes_shown"),
+            ({"numbers": "fra1 08 99 23 45 67"}, "numbers"),
+            ({"numbers": "= 08 99 23 45 67"}, "numbers"),
+            ({"numbers": "fra1 ="}, "numbers"),
+            ({"numbers": "fra 1 = 08 99 23 45 67"}, "numbers"),
+            ({"numbers": "fra1 = 08 99; fra1 = 08 98"}, "numbers"),
+            ({"numbers": " ; "}, "numbers"),
+            ({"accepted_paliers": "fra1 fra9"}, "accepted_paliers"),
+        ],
+        ids=[
+            "unknown-setting",
+            "blank-key",
+            "codes-not-int",
+            "codes-negative",
+            "pair-without-equals",
+            "pair-without-palier",
+            "pair-without-text",
+            "palier-with-space",
+            "palier-twice",
+            "no-pairs",
+            "accepted-not-in-numbers",
+        ],
+    )
+    def test_bad_settings_are_refused_by_name(self, settings, named):
+        with pytest.raises(ValueError, match=named):
+            make_app({}, **settings)
