@@ -209,9 +209,9 @@ def _parse_secrets(option: str, value: Any) -> tuple[str, ...]:
 
 
 def _parse_prefixes(value: Any) -> tuple[str, ...]:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    raw = value.split() if isinstance(value, str) else [str(p) for p in value or ()]
+    if not raw:
         raise ConfigError("prefixes", "is required, e.g. '/premium /videos'")
-    raw = value.split() if isinstance(value, str) else [str(p) for p in value]
     prefixes = []
     for prefix in raw:
         try:
