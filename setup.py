@@ -6,7 +6,7 @@ with open("README.md", encoding="utf-8") as readme:
 setup(
     name="alloconv_gate",
     version="0.1.0",
-    description="WSGI middleware that sells access to URL prefixes with AlloConv micropayment codes",
+    description="WSGI middleware selling access to URL prefixes with AlloConv micropayment codes",
     long_description=long_description,
     long_description_content_type="text/markdown",
     packages=find_packages(include=["alloconv_gate", "alloconv_gate.*"]),

@@ -76,7 +76,8 @@ class Gate:
         self.config = config = parse_options(options, here=here)
         self._paths = PrefixMatcher(config.prefixes)
         self._tokens = AccessTokens(config.secrets, config.scope, config.duration, clock)
-        self._cookie = re.compile(rf'(?:^|;)\s*{re.escape(config.cookie_name)}="?([^";]*)')
+        # The name, where it starts the header or follows a separator, and its value.
+        self._cookie = re.compile(rf'(?<![^;\s]){re.escape(config.cookie_name)}="?([^";]*)')
         self._alloconv = AlloConv(
             config.api_base, config.api_key, timeout=config.timeout, session=session
         )
@@ -114,8 +115,7 @@ class Gate:
         A browser may send the name twice (set with different paths); the values are
         joined so that a good token in any of them counts.
         """
-        header = environ.get("HTTP_COOKIE", "")
-        return SEPARATOR.join(match.group(1) for match in self._cookie.finditer(header))
+        return SEPARATOR.join(self._cookie.findall(environ.get("HTTP_COOKIE", "")))
 
     def _submit(self, request: Request) -> Response:
         """A code typed on the page: check it here, then ask AlloConv."""

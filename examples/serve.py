@@ -1,8 +1,9 @@
 """Serve a PasteDeploy ini file: its ``main`` app with its ``main`` server.
 
-    python examples/serve.py examples/demo.ini
+python examples/serve.py examples/demo.ini
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -24,10 +25,8 @@ def main(argv: list[str]) -> None:
         "Press Ctrl+C to stop.\n",
         flush=True,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server(app)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""What the gate costs per request, measured side by side in one run.
+
+    make bench        (or: python benchmarks/bench_gate.py [--rounds N])
+
+Each case calls a WSGI callable with a fresh copy of one environ and drains the answer,
+as a server would. The cases are timed in interleaved rounds and the median of the
+rounds is reported, so that a noisy moment on the machine hits every case alike.
+
+Targets (from the core issue): outside the prefixes, within 1 microsecond of the bare
+app; a valid cookie adds at most 1.5 times one itsdangerous ``loads``; the gate page makes
+no AlloConv call once the number is cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from http.cookies import SimpleCookie
+
+import waitress
+from itsdangerous import URLSafeTimedSerializer
+from webtest import TestApp
+
+from alloconv_gate import Gate
+from alloconv_gate.sandbox import Sandbox
+
+SECRET = "a-benchmark-secret-that-is-long-enough-0123"
+BODY = b"<html><body>An article.</body></html>"
+
+
+def bare_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+
+
+def environ_for(path, cookie=None):
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_ACCEPT": "text/html",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": None,
+    }
+    if cookie:
+        environ["HTTP_COOKIE"] = f"_ga=GA1.1.123456789.1700000000; lang=fr; {cookie}; theme=dark"
+    return environ
+
+
+def request_loop(app, environ, n):
+    """Seconds per request for ``n`` requests of ``app`` on copies of ``environ``."""
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(status)
+
+    started = time.perf_counter()
+    for _ in range(n):
+        result = app(environ.copy(), start_response)
+        for _chunk in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    elapsed = time.perf_counter() - started
+    return elapsed / n, statuses[-1]
+
+
+def call_loop(function, n):
+    started = time.perf_counter()
+    for _ in range(n):
+        function()
+    return (time.perf_counter() - started) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=20000, help="per round and case")
+    args = parser.parse_args()
+
+    sandbox = Sandbox()
+    server = waitress.create_server(sandbox, host="127.0.0.1", port=0, threads=2)
+    threading.Thread(target=server.run, daemon=True).start()
+    gate = Gate(
+        bare_app,
+        api_key="sandbox-key",
+        secret=SECRET,
+        palier="fra1",
+        prefixes="/premium /videos",
+        api_base=f"http://127.0.0.1:{server.effective_port}",
+    )
+    browser = TestApp(gate)
+    granted = browser.post("/premium/a", {"code": sandbox.issue_code("fra1")}, status=303)
+    cookie = SimpleCookie(granted.headers["Set-Cookie"])
+    token = cookie["alloconv_access"].value
+    cookie_pair = f"alloconv_access={token}"
+    browser.get("/premium/a", status=200)
+    browser.reset()
+    browser.get("/premium/a", status=402)  # fetches and caches the number
+    calls_before = sandbox.calls.copy()
+
+    serializer = URLSafeTimedSerializer(SECRET, salt="benchmark")
+    same_size = serializer.dumps(int(time.time()) + 86400)
+    assert len(same_size) == len(token), (same_size, token)
+
+    cases = {
+        "bare app": (bare_app, environ_for("/free/article")),
+        "gate, outside the prefixes": (gate, environ_for("/free/article")),
+        "gate, valid cookie": (gate, environ_for("/premium/article", cookie_pair)),
+        "gate, the gate page (402)": (gate, environ_for("/premium/article")),
+    }
+    per_case: dict[str, list[float]] = {name: [] for name in cases}
+    per_case["itsdangerous loads, same size"] = []
+    page_n = max(args.requests // 20, 200)
+    for _ in range(args.rounds):
+        for name, (app, environ) in cases.items():
+            n = page_n if "402" in name else args.requests
+            seconds, status = request_loop(app, environ, n)
+            expected = "402 Payment Required" if "402" in name else "200 OK"
+            assert status == expected, (name, status)
+            per_case[name].append(seconds)
+        per_case["itsdangerous loads, same size"].append(
+            call_loop(lambda: serializer.loads(same_size, max_age=86400), args.requests)
+        )
+    server.close()
+
+    us = {name: statistics.median(times) * 1e6 for name, times in per_case.items()}
+    bare = us["bare app"]
+    loads = us["itsdangerous loads, same size"]
+    print(
+        f"Per request, median of {args.rounds} interleaved rounds (Python {sys.version.split()[0]})"
+    )
+    print(f"{'case':34} {'µs':>9} {'+µs vs bare':>12}")
+    for name, value in us.items():
+        extra = "" if name.startswith("itsdangerous") else f"{value - bare:+12.2f}"
+        print(f"{name:34} {value:9.2f} {extra}")
+    outside = us["gate, outside the prefixes"] - bare
+    cookie_cost = us["gate, valid cookie"] - bare
+    page_calls = {k: sandbox.calls[k] - calls_before.get(k, 0) for k in sandbox.calls}
+    print()
+    print(f"outside the prefixes: +{outside:.2f} µs over the bare app (target: within 1 µs)")
+    print(
+        f"valid cookie: +{cookie_cost:.2f} µs = {cookie_cost / loads:.2f} x one loads "
+        f"of {loads:.2f} µs (target: at most 1.5 x)"
+    )
+    print(f"AlloConv calls during the timed rounds: {sum(page_calls.values())} (target: 0)")
+
+
+if __name__ == "__main__":
+    main()
