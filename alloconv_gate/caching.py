@@ -7,10 +7,14 @@ stricter the app said) and varies it on ``Cookie``.
 
 from __future__ import annotations
 
+import re
+
 # Headers through which CDNs take caching orders that override Cache-Control.
 _SURROGATE_HEADERS = frozenset(("surrogate-control", "cdn-cache-control"))
 # Directives that let a shared cache store or serve the response.
 _SHARED_DIRECTIVES = frozenset(("public", "s-maxage", "proxy-revalidate"))
+# One directive: commas inside a quoted list (private="Set-Cookie, X-Foo") do not split it.
+_DIRECTIVE = re.compile(r'(?:[^,"]|"[^"]*")+')
 
 
 def private_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -36,7 +40,7 @@ def private_cache_control(value: str) -> str:
     already says ``no-store`` or ``private``."""
     directives = []
     strict = False
-    for directive in value.split(","):
+    for directive in _DIRECTIVE.findall(value):
         directive = directive.strip()
         name = directive.split("=", 1)[0].strip().lower()
         if not directive or name in _SHARED_DIRECTIVES:
