@@ -248,6 +248,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _parse_timeout(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError("timeout", f"{value!r} is not a number of seconds")
     try:
         seconds = float(value)
     except (TypeError, ValueError):

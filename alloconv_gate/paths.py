@@ -13,13 +13,14 @@ import re
 from urllib.parse import unquote
 
 
-def normalise_path(path: str) -> str:
-    """Collapse doubled slashes and resolve ``.`` and ``..`` segments (never above the root)."""
+def normalise_path(path: str, *, resolve_parents: bool = True) -> str:
+    """Collapse doubled slashes and drop ``.`` segments; resolve ``..`` (never above the
+    root) unless ``resolve_parents`` is false."""
     segments: list[str] = []
     for segment in path.split("/"):
         if segment in ("", "."):
             continue
-        if segment == "..":
+        if segment == ".." and resolve_parents:
             if segments:
                 segments.pop()
             continue
@@ -52,8 +53,19 @@ class PrefixMatcher:
         self._regex = re.compile(f"({alternatives})(?:/|$)")
 
     def match(self, path: str) -> str | None:
-        """The prefix ``path`` is under, or None. ``path`` is a raw PATH_INFO."""
+        """The prefix ``path`` is under, or None. ``path`` is a raw PATH_INFO.
+
+        A path with dot segments is protected when it is under a prefix either once
+        resolved (``/free/../premium``, as a browser would send it) or as written
+        (``/premium/../x``, which an app that does not resolve ``..`` itself may route
+        to a premium handler): when in doubt, the gate stays closed.
+        """
         if "//" in path or "/." in path or path[:1] != "/":
-            path = normalise_path(path)
+            return self._match(normalise_path(path)) or self._match(
+                normalise_path(path, resolve_parents=False)
+            )
+        return self._match(path)
+
+    def _match(self, path: str) -> str | None:
         found = self._regex.match(path)
         return found.group(1) if found else None
