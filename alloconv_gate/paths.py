@@ -61,9 +61,10 @@ class PrefixMatcher:
         to a premium handler): when in doubt, the gate stays closed.
         """
         if "//" in path or "/." in path or path[:1] != "/":
-            return self._match(normalise_path(path)) or self._match(
-                normalise_path(path, resolve_parents=False)
-            )
+            found = self._match(normalise_path(path))
+            if found is None:  # "" (the prefix "/") is a match
+                found = self._match(normalise_path(path, resolve_parents=False))
+            return found
         return self._match(path)
 
     def _match(self, path: str) -> str | None:

@@ -210,6 +210,9 @@ prefix = st.lists(prefix_segment, min_size=0, max_size=3).map(lambda s: "/" + "/
 
 
 class TestProperties:
+    def test_the_whole_site_prefix_wins_when_resolved(self):
+        assert PrefixMatcher(["", "/b"]).match("b/..") == ""
+
     @given(raw_path)
     def test_normalise_path_is_idempotent(self, path):
         once = normalise_path(path)
