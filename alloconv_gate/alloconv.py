@@ -22,6 +22,8 @@ from urllib.parse import quote, quote_plus
 import requests
 from urllib3.exceptions import NewConnectionError
 
+from .codes import mask_code
+
 log = logging.getLogger("alloconv_gate")
 
 MAX_ANSWER_BYTES = 4096
@@ -95,7 +97,7 @@ class AlloConv:
     """A client of the two AlloConv scripts under ``api_base``.
 
     One ``requests.Session`` is kept for the client's life (connection reuse), and every
-    call is bounded by ``timeout`` seconds for connecting and for each read.
+    call is bounded by ``timeout`` (see :meth:`_get`).
     """
 
     def __init__(
@@ -138,7 +140,8 @@ class AlloConv:
                 verdict = Verdict.UNREACHABLE if _never_sent(exc) else Verdict.UNKNOWN
                 return Check(verdict, self.redact(exc, code), time.monotonic() - started)
             verdict = _VERDICTS.get(answer.upper(), Verdict.UNKNOWN)
-            return Check(verdict, answer[:80], time.monotonic() - started)
+            # An unexpected answer may echo the request, key included.
+            return Check(verdict, self.redact(answer, code)[:80], time.monotonic() - started)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def redact(self, what: object, code: str | None = None) -> str:
@@ -151,7 +154,13 @@ class AlloConv:
         return text
 
     def _get(self, script: str, params: dict[str, str]) -> str:
-        """The answer of ``script``, stripped; raises ``requests.RequestException``."""
+        """The answer of ``script``, stripped; raises ``requests.RequestException``.
+
+        ``timeout`` bounds connecting and each read, and the body must have arrived
+        within ``timeout`` of the start, so that an answer trickling in byte by byte does
+        not hold the visitor (and a server thread) for long.
+        """
+        deadline = time.monotonic() + self.timeout
         with self._session.get(
             f"{self.api_base}/{script}",
             params=params,
@@ -162,11 +171,14 @@ class AlloConv:
             if response.status_code != 200:
                 raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
             body = b""
-            for chunk in response.iter_content(1024):
+            for chunk in response.iter_content(chunk_size=None):
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
                     break
-        return body[:MAX_ANSWER_BYTES].decode("utf-8", "replace").strip()
+                if time.monotonic() > deadline:
+                    raise requests.ReadTimeout(f"answer not complete within {self.timeout}s")
+        # utf-8-sig: an answer that starts with a byte-order mark is still "OK".
+        return body[:MAX_ANSWER_BYTES].decode("utf-8-sig", "replace").strip()
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
@@ -183,8 +195,3 @@ def _refused(exc: requests.RequestException) -> bool:
         return False
     reason = getattr(exc.args[0], "reason", None)
     return isinstance(reason, NewConnectionError)
-
-
-def mask_code(code: str) -> str:
-    """``AB12****``: enough for support to recognise a code, not enough to use it."""
-    return code[:4] + "****"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 
-# Headers through which CDNs take caching orders that override Cache-Control.
-_SURROGATE_HEADERS = frozenset(("surrogate-control", "cdn-cache-control"))
+# Headers through which CDNs and proxies take caching orders that override Cache-Control
+# (RFC 9213's CDN-Cache-Control and its vendor forms such as Cloudflare-CDN-Cache-Control,
+# Surrogate-Control, Akamai's Edge-Control, nginx's X-Accel-Expires).
+_SURROGATE_HEADERS = frozenset(("surrogate-control", "edge-control", "x-accel-expires"))
 # Directives that let a shared cache store or serve the response.
 _SHARED_DIRECTIVES = frozenset(("public", "s-maxage", "proxy-revalidate"))
 # One directive: commas inside a quoted list (private="Set-Cookie, X-Foo") do not split it.
@@ -28,7 +30,7 @@ def private_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
             cache_control.append(value)
         elif lower == "vary":
             vary.append(value)
-        elif lower not in _SURROGATE_HEADERS:
+        elif lower not in _SURROGATE_HEADERS and not lower.endswith("cdn-cache-control"):
             kept.append((name, value))
     kept.append(("Cache-Control", private_cache_control(", ".join(cache_control))))
     kept.append(("Vary", vary_on_cookie(", ".join(vary))))

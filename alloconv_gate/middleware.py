@@ -14,26 +14,24 @@ and check one signature, and build nothing else.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 from webob import Request, Response
 
-from .alloconv import AlloConv, Verdict, mask_code
+from .alloconv import AlloConv, Verdict
 from .caching import private_headers
+from .codes import local_problem, mask_code, reference
 from .config import parse_options
 from .numbers import NumberCache
 from .page import PageContent, render
 from .paths import PrefixMatcher
-from .tokens import SEPARATOR, AccessTokens
+from .tokens import SEPARATOR, AccessTokens, cookie_values
 
 log = logging.getLogger("alloconv_gate")
 
 MAX_FORM_BYTES = 4096
-MIN_CODE_LENGTH = 8
-MAX_CODE_LENGTH = 64
 RETRY_AFTER = 60  # seconds, on 503 answers
 FORM_TYPE = "application/x-www-form-urlencoded"
 SECURITY_HEADERS = (
@@ -76,8 +74,6 @@ class Gate:
         self.config = config = parse_options(options, here=here)
         self._paths = PrefixMatcher(config.prefixes)
         self._tokens = AccessTokens(config.secrets, config.scope, config.duration, clock)
-        # The name, where it starts the header or follows a separator, and its value.
-        self._cookie = re.compile(rf'(?<![^;\s]){re.escape(config.cookie_name)}="?([^";]*)')
         self._alloconv = AlloConv(
             config.api_base, config.api_key, timeout=config.timeout, session=session
         )
@@ -93,7 +89,7 @@ class Gate:
         if self._paths.match(environ.get("PATH_INFO", "")) is None:
             return self.app(environ, start_response)
 
-        until = self._tokens.check(self._cookie_value(environ))
+        until = self._tokens.check(self._cookie_value(environ), environ.get("SCRIPT_NAME", ""))
         if until is not None:
             environ["alloconv_gate.access_until"] = until
 
@@ -110,12 +106,10 @@ class Gate:
         return response(environ, start_response)
 
     def _cookie_value(self, environ) -> str:
-        """Our cookie's value, read without parsing every cookie of the site.
-
-        A browser may send the name twice (set with different paths); the values are
-        joined so that a good token in any of them counts.
-        """
-        return SEPARATOR.join(self._cookie.findall(environ.get("HTTP_COOKIE", "")))
+        """Our cookie's value(s), joined: the tokens of any of them count."""
+        return SEPARATOR.join(
+            cookie_values(environ.get("HTTP_COOKIE", ""), self.config.cookie_name)
+        )
 
     def _submit(self, request: Request) -> Response:
         """A code typed on the page: check it here, then ask AlloConv."""
@@ -136,29 +130,39 @@ class Gate:
         if problem:
             return self._page(request, 400, problem, code)
 
+        back_to = own_url(request.environ)  # computed before the code may be spent
         check = self._alloconv.verify(code)
         where = f"code {mask_code(code)} from {request.remote_addr} (palier {self.config.palier})"
         if check.verdict is Verdict.OK:
             log.info("%s accepted in %.2fs", where, check.latency)
-            return self._grant(request)
+            return self._grant(request, back_to)
         if check.verdict.is_visitors_fault:
             log.info("%s refused: %s", where, check.answer)
             status, message = _VERDICT_STATUS[check.verdict]
             return self._page(request, status, message, code)
-        log.error("%s not verified: %s: %s", where, check.verdict.value, check.answer)
+        ref = reference(self.config.secrets[0], code)
+        log.error(
+            "%s not verified (reference %s): %s: %r", where, ref, check.verdict.value, check.answer
+        )
         if check.answer.upper() == "ERR99":
             log.error("AlloConv refused the API key (ERR99): check the 'api_key' option")
-        return self._page(request, 503, "error_unavailable", code)
+        # The answer was lost after the code was sent: it may have been spent.
+        message = "error_lost" if check.verdict is Verdict.UNKNOWN else "error_unavailable"
+        return self._page(request, 503, message, code, reference=ref)
 
-    def _grant(self, request: Request) -> Response:
+    def _grant(self, request: Request, back_to: str) -> Response:
         """303 back to the page the visitor wanted, with the access cookie."""
-        response = Response(status=303, location=_own_url(request))
+        response = SameSiteRedirect(status=303, location=back_to)
         response.cache_control = "no-store"
+        mount = request.script_name
+        value = self._tokens.cookie_value(
+            self._tokens.issue(mount=mount), self._cookie_value(request.environ), mount
+        )
         secure = self.config.cookie_secure
         response.set_cookie(
             self.config.cookie_name,
-            self._tokens.cookie_value(self._tokens.issue(), self._cookie_value(request.environ)),
-            max_age=self.config.duration,
+            value,
+            max_age=self._tokens.max_age(value),
             path="/",
             secure=request.scheme == "https" if secure is None else secure,
             httponly=True,
@@ -167,7 +171,12 @@ class Gate:
         return response
 
     def _page(
-        self, request: Request, status: int, error: str | None = None, code: str = ""
+        self,
+        request: Request,
+        status: int,
+        error: str | None = None,
+        code: str = "",
+        reference: str = "",
     ) -> Response:
         """The gate page; 503 instead of 402 when there is no number to show."""
         number = self._numbers.get()
@@ -178,9 +187,10 @@ class Gate:
             number=number,
             price_notice=self.config.price_notice,
             duration=self.config.duration,
-            action=_own_url(request),
+            action=own_url(request.environ),
             error=error,
             code=code,
+            reference=reference,
         )
         response = Response(
             body=render(content), status=status, content_type="text/html", charset="utf-8"
@@ -192,26 +202,43 @@ class Gate:
         return response
 
 
-def local_problem(code: str) -> str | None:
-    """Why ``code`` cannot be an AlloConv code (a catalogue key), or None if it may be."""
-    if not code:
-        return "error_empty"
-    if len(code) < MIN_CODE_LENGTH:
-        return "error_too_short"
-    if len(code) > MAX_CODE_LENGTH:
-        return "error_too_long"
-    if not (code.isascii() and code.isalnum()):
-        return "error_characters"
-    return None
+class SameSiteRedirect(Response):
+    """A redirect whose ``Location`` is sent as given, relative.
 
-
-def _own_url(request: Request) -> str:
-    """The request's path and query, as a same-site URL.
-
-    ``path_qs`` percent-encodes what is unsafe (a backslash among it); collapsing leading
-    slashes keeps ``//evil.example/../premium`` from becoming a link to another site.
+    WebOb makes ``Location`` absolute from the Host header and the scheme the app sees,
+    which behind a TLS-terminating proxy would send the visitor to http://.
     """
-    return "/" + request.path_qs.lstrip("/")
+
+    def __call__(self, environ, start_response):
+        start_response(self.status, self.headerlist)
+        return []
+
+
+# RFC 3986 path characters; everything else is percent-encoded.
+_PATH_SAFE = "/!$&'()*+,;=:@"
+_QUERY_SAFE = _PATH_SAFE + "?%"
+
+
+def own_url(environ) -> str:
+    """The request's own path and query as a same-site URL, whatever bytes it holds.
+
+    PATH_INFO holds the decoded bytes of the path as latin-1 (PEP 3333), and may be no
+    valid UTF-8 (``/premium/caf%E9``), so it is encoded back from its bytes. A backslash
+    or a control character is percent-encoded, and the leading slashes collapsed, so that
+    ``//evil.example/../premium`` or ``/\\evil.example`` never becomes a link to another site.
+    """
+    path = _quote_wsgi(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), _PATH_SAFE)
+    query = environ.get("QUERY_STRING", "")
+    url = "/" + path.lstrip("/")
+    return f"{url}?{_quote_wsgi(query, _QUERY_SAFE)}" if query else url
+
+
+def _quote_wsgi(text: str, safe: str) -> str:
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:  # not from a PEP 3333 server; be lenient
+        raw = text.encode("utf-8", "surrogateescape")
+    return quote(raw, safe=safe)
 
 
 def _same_origin(request: Request) -> bool:

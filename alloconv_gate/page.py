@@ -29,6 +29,7 @@ class PageContent:
     action: str  # the URL the form posts to (the page's own)
     error: str | None = None  # a catalogue key, e.g. "error_invalid"
     code: str = ""  # what the visitor typed, shown again after an error
+    reference: str = ""  # for support, in messages that have a {reference}
 
 
 @functools.cache
@@ -50,7 +51,7 @@ def render(content: PageContent) -> bytes:
         submit=text["submit"],
         lang=text["html_lang"],
         price_notice=content.price_notice,
-        error=text[content.error] if content.error else "",
+        error=text[content.error].format(reference=content.reference) if content.error else "",
         action=content.action,
         code=content.code,
         access_lasts=text["access_lasts"].format(duration=duration),

@@ -23,9 +23,16 @@ from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 Clock = Callable[[], float]
 
 SEPARATOR = "~"
-# More than a handful of gates on one site is unlikely; the bound keeps a hostile cookie
+# More than a handful of gates on one site is unlikely; the bounds keep a hostile cookie
 # from costing more than a few signature checks.
 MAX_TOKENS = 8
+MAX_PARTS = 32
+# How far apart the clocks of several servers may be: a token issued by one is good on
+# the others at once. Tokens are dated this much in the past, and accepted this much
+# older; the end of access carried in the token stays exact.
+MAX_SKEW = 60
+# Browsers keep a cookie at most 400 days.
+MAX_COOKIE_AGE = 400 * 86400
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_.\-]{20,200}$")
 
 
@@ -42,54 +49,110 @@ def clocked_signer(clock: Clock) -> type[TimestampSigner]:
     return type("ClockedSigner", (TimestampSigner,), {"get_timestamp": get_timestamp})
 
 
+def cookie_values(header: str, name: str) -> list[str]:
+    """The values of every cookie called exactly ``name`` in a Cookie header.
+
+    A browser may send the name more than once (cookies set for other paths or
+    subdomains); all are returned so that a good token in any of them counts.
+    """
+    if name not in header:
+        return []
+    values = []
+    for pair in header.split(";"):
+        key, equals, value = pair.partition("=")
+        if equals and key.strip(" \t") == name:
+            values.append(value.strip(' \t"'))
+    return values
+
+
 class AccessTokens:
-    """Issues and checks the access tokens of one gate."""
+    """Issues and checks the access tokens of one gate.
+
+    ``mount`` (the request's SCRIPT_NAME) is part of the salt: the same gate settings
+    mounted twice in one site (``/cheap`` and ``/dear``) are two gates.
+    """
 
     def __init__(self, secrets: Sequence[str], scope: str, duration: int, clock: Clock = time.time):
         self.duration = duration
         self._clock = clock
         # itsdangerous signs with the last key of its list; ours signs with the first.
-        self._serializer = URLSafeTimedSerializer(
-            list(reversed(secrets)),
-            salt=f"alloconv_gate.access:{scope}",
-            signer=clocked_signer(clock),
-        )
+        self._secrets = list(reversed(secrets))
+        self._scope = scope
+        self._verifying_signer = clocked_signer(clock)
+        self._signing_signer = clocked_signer(lambda: clock() - MAX_SKEW)
+        self._verifiers: dict[str, URLSafeTimedSerializer] = {}
 
-    def issue(self, until: int | None = None) -> str:
+    def _serializer(self, mount: str, signer: type[TimestampSigner]) -> URLSafeTimedSerializer:
+        salt = f"alloconv_gate.access:{self._scope}:{mount}"
+        return URLSafeTimedSerializer(self._secrets, salt=salt, signer=signer)
+
+    def _verifier(self, mount: str) -> URLSafeTimedSerializer:
+        verifier = self._verifiers.get(mount)
+        if verifier is None:
+            verifier = self._serializer(mount, self._verifying_signer)
+            if len(self._verifiers) < 16:  # SCRIPT_NAME may come from a header
+                self._verifiers[mount] = verifier
+        return verifier
+
+    def issue(self, until: int | None = None, mount: str = "") -> str:
         """A token granting access from now until ``until`` (default: now + duration)."""
         if until is None:
             until = int(self._clock()) + self.duration
-        return self._serializer.dumps(until)
+        return self._serializer(mount, self._signing_signer).dumps(until)
 
-    def check(self, value: str | None) -> int | None:
-        """The time access ends if ``value`` (a cookie value) holds a good token, else None."""
+    def check(self, value: str | None, mount: str = "") -> int | None:
+        """The time access ends if ``value`` (a cookie value) holds a good token, else None.
+
+        Parts that are not token-shaped are skipped (junk from elsewhere must not hide a
+        good token), and at most ``MAX_TOKENS`` signatures are checked.
+        """
         if not value:
             return None
-        for token in value.split(SEPARATOR, MAX_TOKENS)[:MAX_TOKENS]:
-            until = self._check_one(token)
+        verifier = self._verifier(mount)
+        checked = 0
+        for token in value.split(SEPARATOR, MAX_PARTS)[:MAX_PARTS]:
+            if not _TOKEN_SHAPE.match(token):
+                continue
+            until = self._check_one(verifier, token)
             if until is not None:
                 return until
+            checked += 1
+            if checked == MAX_TOKENS:
+                break
         return None
 
-    def _check_one(self, token: str) -> int | None:
+    def _check_one(self, verifier: URLSafeTimedSerializer, token: str) -> int | None:
         try:
-            until = self._serializer.loads(token, max_age=self.duration)
+            until = verifier.loads(token, max_age=self.duration + MAX_SKEW)
         except BadData:
             return None
         if type(until) is int and until > self._clock():
             return until
         return None
 
-    def _is_own(self, token: str) -> bool:
-        """Whether this gate signed ``token``, at any age (old ones are dropped, not kept)."""
-        signed_here, _payload = self._serializer.loads_unsafe(token)
-        return signed_here
+    def cookie_value(self, token: str, existing: str | None, mount: str = "") -> str:
+        """The cookie value that carries ``token`` and the other gates' tokens in ``existing``.
 
-    def cookie_value(self, token: str, existing: str | None) -> str:
-        """The cookie value that carries ``token`` and the other gates' tokens in ``existing``."""
+        This gate's older tokens are dropped; junk is dropped.
+        """
+        verifier = self._verifier(mount)
         others = [
             old
-            for old in (existing or "").split(SEPARATOR)[:MAX_TOKENS]
-            if _TOKEN_SHAPE.match(old) and not self._is_own(old)
+            for old in (existing or "").split(SEPARATOR, MAX_PARTS)[:MAX_PARTS]
+            if _TOKEN_SHAPE.match(old) and not verifier.loads_unsafe(old)[0]
         ]
         return SEPARATOR.join([token, *others[: MAX_TOKENS - 1]])
+
+    def max_age(self, value: str) -> int:
+        """The cookie's Max-Age: long enough for the longest access it carries.
+
+        Another gate's token cannot be verified here, but its end of access can be read;
+        it only ever lengthens the cookie's life, never grants anything.
+        """
+        now = int(self._clock())
+        longest = self.duration
+        for token in value.split(SEPARATOR):
+            _signed, until = self._verifier("").loads_unsafe(token)
+            if type(until) is int:
+                longest = max(longest, until - now)
+        return min(longest, MAX_COOKIE_AGE)

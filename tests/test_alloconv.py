@@ -6,7 +6,8 @@ import time
 import pytest
 from servers import ResetServer, refused_url, serve
 
-from alloconv_gate.alloconv import AlloConv, NumberUnavailable, Verdict, mask_code
+from alloconv_gate.alloconv import AlloConv, NumberUnavailable, Verdict
+from alloconv_gate.codes import mask_code
 from alloconv_gate.sandbox import Sandbox
 
 KEY = "sandbox-key"
@@ -138,3 +139,36 @@ def test_debug_logs_of_urllib3_hold_neither_key_nor_code(caplog, sandbox_url):
     assert "code1=ABCD****" in caplog.text  # the request line is still there, masked
     assert KEY not in caplog.text
     assert "ABCDEFGH" not in caplog.text
+
+
+def serve_answer(*chunks, delay=0.0):
+    """A stand-in AlloConv that answers ``chunks``, waiting ``delay`` before each."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        for chunk in chunks:
+            time.sleep(delay)
+            yield chunk
+
+    return serve(app)
+
+
+class TestOddAnswers:
+    def test_a_byte_order_mark_is_ignored(self):
+        with serve_answer(b"\xef\xbb\xbfOK\r\n") as server:
+            assert AlloConv(server.url, KEY).verify("ABCDEFGH").verdict is Verdict.OK
+
+    def test_an_answer_echoing_the_request_is_redacted(self):
+        with serve_answer(b"Erreur: requete code1=ABCDEFGH1234&cle=sandbox-key invalide") as srv:
+            check = AlloConv(srv.url, KEY).verify("ABCDEFGH1234")
+        assert check.verdict is Verdict.UNKNOWN
+        assert KEY not in check.answer
+        assert "ABCDEFGH1234" not in check.answer
+
+    def test_a_trickling_answer_is_cut_at_the_timeout(self):
+        with serve_answer(*[b" "] * 12, b"OK", delay=0.1) as server:
+            started = time.monotonic()
+            check = AlloConv(server.url, KEY, timeout=0.5).verify("ABCDEFGH")
+            elapsed = time.monotonic() - started
+        assert check.verdict is Verdict.UNKNOWN
+        assert elapsed < 1.0

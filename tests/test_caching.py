@@ -132,7 +132,16 @@ class TestPrivateHeaders:
         assert header(result, "Vary") == ["cookie, Accept"]
 
     @pytest.mark.parametrize(
-        "name", ["Surrogate-Control", "surrogate-control", "CDN-Cache-Control", "Cdn-Cache-Control"]
+        "name",
+        [
+            "Surrogate-Control",
+            "surrogate-control",
+            "CDN-Cache-Control",
+            "Cdn-Cache-Control",
+            "Cloudflare-CDN-Cache-Control",
+            "Edge-Control",
+            "X-Accel-Expires",
+        ],
     )
     def test_cdn_overrides_removed(self, name):
         result = private_headers([(name, "max-age=3600"), ("Content-Type", "text/plain")])

@@ -2,11 +2,12 @@
 
 import io
 import logging
+import re
 import time
 
 import pytest
 from clock import FakeClock
-from servers import serve
+from servers import refused_url, serve
 from webtest import TestApp
 
 from alloconv_gate import Gate
@@ -88,7 +89,7 @@ def access_cookie(response):
     return header
 
 
-def call_wsgi(gate, path, *, method="GET", body=b"", cookie=None):
+def call_wsgi(gate, path, *, method="GET", body=b"", cookie=None, content_type=None):
     """Call the gate as a server would, returning (status, headers, iterable)."""
     environ = {
         "REQUEST_METHOD": method,
@@ -105,6 +106,8 @@ def call_wsgi(gate, path, *, method="GET", body=b"", cookie=None):
     }
     if cookie:
         environ["HTTP_COOKIE"] = cookie
+    if content_type:
+        environ["CONTENT_TYPE"] = content_type
     answer = {}
 
     def start_response(status, headers, exc_info=None):
@@ -391,13 +394,54 @@ class TestCodeSubmission:
         assert "&lt;script&gt;" in page.text
         assert page.forms[0]["code"].value == '"><script>alert(1)</script>'
 
-    def test_the_path_is_escaped_and_the_redirect_stays_on_site(self, browser, sandbox):
+    @pytest.mark.parametrize(
+        ("path", "location"),
+        [
+            pytest.param(
+                "//evil.example/../premium", "/evil.example/../premium", id="double-slash"
+            ),
+            pytest.param(
+                "/\\evil.example/../premium", "/%5Cevil.example/../premium", id="backslash"
+            ),
+            pytest.param("/premium/caf\xe9", "/premium/caf%E9", id="latin-1-not-utf-8"),
+            pytest.param("/premium/\xff", "/premium/%FF", id="invalid-utf-8"),
+            pytest.param("/premium/\x1b[2J", "/premium/%1B%5B2J", id="control-character"),
+        ],
+    )
+    def test_the_redirect_stays_on_site_whatever_the_path(self, make_gate, sandbox, path, location):
+        body = f"code={sandbox.issue_code()}".encode()
+        form = "application/x-www-form-urlencoded"
+        _, answer, _ = call_wsgi(make_gate(), path, method="POST", body=body, content_type=form)
+        assert answer["status"] == "303 See Other"
+        assert dict(answer["headers"])["Location"] == location
+
+    def test_the_query_is_kept_and_encoded(self, browser, sandbox):
         answer = browser.post(
-            "//evil.example/../premium", {"code": sandbox.issue_code()}, status=303
+            "/premium/x?page=2&q=a%20b&raw=\x01", {"code": sandbox.issue_code()}, status=303
         )
-        assert answer.headers["Location"].startswith("http://localhost/")
-        page = browser.get('/premium/"><b>x', status=200)
-        assert page.body == PAID
+        assert answer.headers["Location"] == "/premium/x?page=2&q=a%20b&raw=%01"
+
+    @pytest.mark.parametrize("path", ["/premium/%FF", "/premium/caf%E9", "/premium/%C3"])
+    def test_paths_that_are_not_utf_8_get_the_page(self, browser, path):
+        page = browser.get(path, status=402)
+        assert page.forms[0].action == path
+        browser.head(path, status=402)
+
+    def test_a_lost_answer_gives_a_reference_and_says_the_code_may_be_spent(
+        self, browser, sandbox, caplog
+    ):
+        browser.get("/premium/x", status=402)
+        sandbox.set_fault("drop", script="api-micropaiement")
+        page = browser.post("/premium/x", {"code": sandbox.issue_code()}, status=503)
+        alert = page.html.find(attrs={"role": "alert"}).text
+        assert "peut-être déjà été compté" in alert
+        [reference] = re.findall(r"référence ([0-9A-F]{10})", alert)
+        assert f"reference {reference}" in caplog.text
+
+    def test_an_unreachable_alloconv_says_the_code_is_safe(self, make_gate):
+        browser = TestApp(make_gate(api_base=refused_url(), number="08 90 00 00 00"))
+        page = browser.post("/premium/x", {"code": "ABCDEFGH"}, status=503)
+        assert "pas perdu" in page.html.find(attrs={"role": "alert"}).text
 
 
 class TestTheCookie:
@@ -495,3 +539,60 @@ class TestTheCookie:
         buy(both, sandbox, "/videos/x")
         both.get("/videos/x", status=200)
         both.get("/premium/x", status=200)  # buying the second kept the first
+
+    def test_a_longer_access_keeps_its_cookie_life_when_a_shorter_one_is_bought(
+        self, make_gate, sandbox
+    ):
+        week = make_gate(prefixes="/a", duration="7d")
+        browser = TestApp(make_gate(week, prefixes="/b", duration="30m"))
+        assert "Max-Age=604800" in access_cookie(buy(browser, sandbox, "/a/x"))
+        assert "Max-Age=604800" in access_cookie(buy(browser, sandbox, "/b/x"))
+        browser.get("/a/x", status=200)
+        browser.get("/b/x", status=200)
+
+    def test_the_same_gate_mounted_twice_is_two_gates(self, make_gate, sandbox, app):
+        cheap, dear = make_gate(), make_gate()
+
+        def site(environ, start_response):
+            mount = "/dear" if environ["PATH_INFO"].startswith("/dear") else "/cheap"
+            environ["SCRIPT_NAME"] += mount
+            environ["PATH_INFO"] = environ["PATH_INFO"][len(mount) :]
+            return (dear if mount == "/dear" else cheap)(environ, start_response)
+
+        browser = TestApp(site)
+        buy(browser, sandbox, "/cheap/premium/x")
+        browser.get("/cheap/premium/x", status=200)
+        browser.get("/dear/premium/x", status=402)
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            pytest.param("alloconv_access=junkjunkjunkjunkjunk~{good}", id="junk-token-first"),
+            pytest.param("alloconv_access=junk; alloconv_access={good}", id="junk-cookie-first"),
+            pytest.param('alloconv_access="{good}"', id="quoted"),
+            pytest.param("a=1;alloconv_access={good} ;b=2", id="no-space"),
+        ],
+    )
+    def test_a_good_token_is_found_among_junk(self, make_gate, sandbox, app, header):
+        gate = make_gate()
+        good = TestApp(gate)
+        buy(good, sandbox)
+        value = good.cookies["alloconv_access"]
+        _, answer, _ = call_wsgi(gate, "/premium/x", cookie=header.format(good=value))
+        assert answer["status"] == "200 OK"
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            pytest.param("foo=bar alloconv_access={good}", id="inside-another-value"),
+            pytest.param("xalloconv_access={good}", id="longer-name"),
+            pytest.param("ALLOCONV_ACCESS={good}", id="other-case"),
+        ],
+    )
+    def test_a_token_under_another_cookie_name_is_ignored(self, make_gate, sandbox, app, header):
+        gate = make_gate()
+        good = TestApp(gate)
+        buy(good, sandbox)
+        value = good.cookies["alloconv_access"]
+        _, answer, _ = call_wsgi(gate, "/premium/x", cookie=header.format(good=value))
+        assert answer["status"] == "402 Payment Required"
