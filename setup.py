@@ -13,7 +13,7 @@ setup(
     package_data={"alloconv_gate": ["templates/*.html", "messages/*.json"]},
     python_requires=">=3.10",
     install_requires=["webob>=1.8", "requests>=2.28", "itsdangerous>=2.1"],
-    extras_require={"paste": ["PasteDeploy>=3.0"]},
+    extras_require={"paste": ["PasteDeploy>=3.0"], "redis": ["redis>=4.5"]},
     entry_points={
         "paste.filter_factory": ["main = alloconv_gate.paste:filter_factory"],
         "paste.app_factory": [

@@ -1,0 +1,149 @@
+"""The store's contract: the payment journal, redemptions, rate-limit counters, grants.
+
+The gate keeps four kinds of state, so that no paid code is ever lost and nobody
+hammers AlloConv through the site:
+
+- the **journal**: one :class:`Attempt` per code submission, written *before* AlloConv
+  is asked (outcome ``pending``) and completed after, so that a crash in between leaves a
+  pending record, never nothing;
+- **redemptions**: for each code AlloConv accepted, when access was granted and when it
+  ends, and on how many browsers it was restored;
+- **rate-limit counters**, in fixed windows;
+- **support grants**: one-time links, each usable once.
+
+Three engines implement it: sqlite (the default; several worker processes on one
+host), redis (several hosts) and memory (tests; one process). Every method does its
+work atomically across all processes sharing the store, or raises :class:`StoreError`;
+what a failure means is the gate's decision (it fails closed). Engines never read the
+clock: times come from the caller, so tests inject them.
+
+Codes never reach a store in clear: records hold ``code_masked`` and ``code_hash`` (a
+keyed hash, see :mod:`alloconv_gate.codes`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+PENDING = "pending"
+OUTCOMES = (
+    PENDING,
+    "ok",
+    "invalid",
+    "wrong-palier",
+    "refused-locally",
+    "rate-limited",
+    "unavailable",
+    "unknown",
+    "restored",
+    "recovered",
+    "granted",
+)
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (disk full, read-only, Redis down...)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One code submission, as the journal keeps it."""
+
+    id: str  # unique, made by the caller (uuid4 hex)
+    time: float  # when the submission arrived (Unix time)
+    gate: str  # the gate's scope
+    palier: str
+    client: str  # the client address (REMOTE_ADDR)
+    code_masked: str  # "AB12****"
+    code_hash: str  # keyed hash of the code, hex
+    outcome: str = PENDING
+    latency: float | None = None  # seconds AlloConv took to answer, if it was asked
+    detail: str = ""  # AlloConv's answer or what went wrong, redacted ("ERR3", "ReadTimeout")
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """A code AlloConv accepted for a gate, and the access it bought."""
+
+    gate: str
+    code_hash: str
+    granted_at: float
+    ends_at: float
+    devices: int  # browsers that got a cookie for it, the first one included
+
+
+class Store(abc.ABC):
+    """What the gate needs to remember, shared by every process that uses the same store."""
+
+    #: A warning the gate logs at start-up (the memory store's, say), or None.
+    warning: str | None = None
+
+    # The journal
+
+    @abc.abstractmethod
+    def record(self, attempt: Attempt) -> None:
+        """Add ``attempt`` to the journal (pending, or already complete)."""
+
+    @abc.abstractmethod
+    def complete(self, attempt_id: str, outcome: str, latency: float | None, detail: str) -> None:
+        """Set the outcome of a pending attempt."""
+
+    @abc.abstractmethod
+    def lost_answer(self, gate: str, code_hash: str) -> bool:
+        """Whether the journal holds an ``unknown`` attempt for this code on this gate."""
+
+    @abc.abstractmethod
+    def journal(
+        self,
+        *,
+        since: float | None = None,
+        outcome: str | None = None,
+        code_hash: str | None = None,
+        gate: str | None = None,
+        limit: int = 1000,
+    ) -> list[Attempt]:
+        """Attempts matching every filter given, newest first, at most ``limit``."""
+
+    # Redemptions
+
+    @abc.abstractmethod
+    def redemption(self, gate: str, code_hash: str) -> Redemption | None:
+        """The redemption of this code on this gate, if AlloConv accepted it here."""
+
+    @abc.abstractmethod
+    def redeem(self, gate: str, code_hash: str, granted_at: float, ends_at: float) -> None:
+        """Record that this code bought access until ``ends_at``, on one device.
+
+        Idempotent: an existing redemption of the same code on the same gate is kept.
+        """
+
+    @abc.abstractmethod
+    def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
+        """Count one more browser for this redemption, unless it has ``max_devices``.
+
+        Returns whether it was counted. Atomic: two browsers racing for the last place
+        cannot both get it.
+        """
+
+    # Rate limits
+
+    @abc.abstractmethod
+    def hit(self, key: str, window: int, now: float) -> int:
+        """Count one event for ``key`` in the fixed window of ``window`` seconds holding
+        ``now`` (it starts at ``now // window * window``); return the window's count."""
+
+    # Support grants
+
+    @abc.abstractmethod
+    def use_grant(self, grant_id: str, now: float) -> bool:
+        """Mark a one-time grant used: True the first time, False ever after."""
+
+    # Life
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the store can be read and written."""
+
+    def close(self) -> None:  # noqa: B027 - engines without resources have nothing to do
+        """Release connections."""

@@ -1,0 +1,99 @@
+"""The memory store: for tests and a single process; everything is lost on restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from .base import Attempt, Redemption, Store, StoreError
+
+
+class MemoryStore(Store):
+    """Everything in dicts behind one lock."""
+
+    warning = (
+        "store = memory keeps the journal and redemptions in this process only: they are "
+        "lost on restart and not shared with other workers; use sqlite or redis in production"
+    )
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._attempts: dict[str, Attempt] = {}
+        self._redemptions: dict[tuple[str, str], Redemption] = {}
+        self._counters: dict[tuple[str, int], int] = {}
+        self._used_grants: set[str] = set()
+
+    def record(self, attempt: Attempt) -> None:
+        with self._lock:
+            if attempt.id in self._attempts:
+                raise StoreError(f"attempt {attempt.id} is already in the journal")
+            self._attempts[attempt.id] = attempt
+
+    def complete(self, attempt_id: str, outcome: str, latency: float | None, detail: str) -> None:
+        with self._lock:
+            try:
+                attempt = self._attempts[attempt_id]
+            except KeyError:
+                raise StoreError(f"no attempt {attempt_id} in the journal") from None
+            self._attempts[attempt_id] = dataclasses.replace(
+                attempt, outcome=outcome, latency=latency, detail=detail
+            )
+
+    def lost_answer(self, gate: str, code_hash: str) -> bool:
+        with self._lock:
+            return any(
+                a.gate == gate and a.code_hash == code_hash and a.outcome == "unknown"
+                for a in self._attempts.values()
+            )
+
+    def journal(self, *, since=None, outcome=None, code_hash=None, gate=None, limit=1000):
+        with self._lock:
+            found = [
+                a
+                for a in self._attempts.values()
+                if (since is None or a.time >= since)
+                and (outcome is None or a.outcome == outcome)
+                and (code_hash is None or a.code_hash == code_hash)
+                and (gate is None or a.gate == gate)
+            ]
+        found.sort(key=lambda a: a.time, reverse=True)
+        return found[:limit]
+
+    def redemption(self, gate: str, code_hash: str) -> Redemption | None:
+        with self._lock:
+            return self._redemptions.get((gate, code_hash))
+
+    def redeem(self, gate: str, code_hash: str, granted_at: float, ends_at: float) -> None:
+        with self._lock:
+            self._redemptions.setdefault(
+                (gate, code_hash), Redemption(gate, code_hash, granted_at, ends_at, 1)
+            )
+
+    def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
+        with self._lock:
+            redemption = self._redemptions.get((gate, code_hash))
+            if redemption is None or redemption.devices >= max_devices:
+                return False
+            self._redemptions[(gate, code_hash)] = dataclasses.replace(
+                redemption, devices=redemption.devices + 1
+            )
+            return True
+
+    def hit(self, key: str, window: int, now: float) -> int:
+        start = int(now // window * window)
+        with self._lock:
+            for old in [k for k in self._counters if k[1] < start]:
+                del self._counters[old]
+            count = self._counters.get((key, start), 0) + 1
+            self._counters[(key, start)] = count
+            return count
+
+    def use_grant(self, grant_id: str, now: float) -> bool:
+        with self._lock:
+            if grant_id in self._used_grants:
+                return False
+            self._used_grants.add(grant_id)
+            return True
+
+    def ping(self) -> None:
+        return None
