@@ -43,6 +43,7 @@ def code_hash(secret: str, code: str) -> str:
     ).hexdigest()
 
 
-def reference(secret: str, code: str) -> str:
-    """A short reference for a code, to show the visitor and to find in the logs."""
-    return code_hash(secret, code)[:10].upper()
+def reference(hashed: str) -> str:
+    """A short reference for a code (from its :func:`code_hash`), to show the visitor;
+    support finds the record by it, in the logs and the journal."""
+    return hashed[:10].upper()

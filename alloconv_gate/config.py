@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from . import messages
 from .paths import normalise_prefix
+from .store import DEFAULT_STORE, resolve_store_url
 
 DEFAULT_API_BASE = "https://www.alloconv.fr/scripts"
 LANGUAGES = ("fr", "en")
@@ -27,6 +28,8 @@ MIN_SECRET_LENGTH = 32
 MAX_DURATION = 400 * 86400
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE = re.compile(r"^(\d+)\s*/\s*(second|minute|hour|day)s?$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
 _PALIER = re.compile(r"^[a-z0-9]{1,32}$")
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}$")
@@ -60,6 +63,9 @@ class GateConfig:
     cookie_name: str
     cookie_secure: bool | None  # None: Secure when the request came over https
     language: str
+    store: str  # a resolved store URL (see alloconv_gate.store)
+    max_devices: int
+    rate_limit: tuple[int, int] | None  # (submissions, per seconds), or None when off
 
     @property
     def scope(self) -> str:
@@ -90,6 +96,9 @@ OPTIONS = (
     "cookie_name",
     "cookie_secure",
     "language",
+    "store",
+    "max_devices",
+    "rate_limit",
 )
 
 
@@ -121,6 +130,9 @@ def parse_options(options: Mapping[str, Any], *, here: str | None = None) -> Gat
         cookie_name=_parse_cookie_name(str(opts.get("cookie_name", "alloconv_access")).strip()),
         cookie_secure=_parse_cookie_secure(opts.get("cookie_secure", "auto")),
         language=language,
+        store=_parse_store(opts.get("store", DEFAULT_STORE), here),
+        max_devices=_parse_count("max_devices", opts.get("max_devices", 3), 1, 100),
+        rate_limit=_parse_rate_limit(opts.get("rate_limit", "5/minute")),
     )
 
 
@@ -290,3 +302,35 @@ def _price_notice(opts: Mapping[str, Any], palier: str, language: str) -> str:
             f"no default for that palier",
         )
     return default
+
+
+def _parse_store(value: Any, here: str) -> str:
+    try:
+        return resolve_store_url(str(value), here)
+    except ValueError as exc:
+        raise ConfigError("store", str(exc)) from None
+
+
+def _parse_count(option: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(option, f"{value!r} is not a whole number")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(option, f"{value!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise ConfigError(option, f"{value!r} must be from {low} to {high}")
+    return number
+
+
+def _parse_rate_limit(value: Any) -> tuple[int, int] | None:
+    """``"5/minute"`` -> (5, 60); ``"off"`` -> None."""
+    text = str(value).strip().lower()
+    if text in ("off", "none"):
+        return None
+    match = _RATE.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError(
+            "rate_limit", f"{value!r} is not a rate such as 5/minute, 30/hour, or off"
+        )
+    return int(match.group(1)), _PERIODS[match.group(2)]

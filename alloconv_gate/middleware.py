@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 
 import requests
 from webob import Request, Response
 
-from .alloconv import AlloConv, Verdict
+from .alloconv import AlloConv
 from .caching import private_headers
-from .codes import local_problem, mask_code, reference
-from .config import parse_options
+from .config import ConfigError, parse_options
 from .numbers import NumberCache
 from .page import PageContent, render
 from .paths import PrefixMatcher
+from .store import StoreError, open_store
 from .tokens import SEPARATOR, AccessTokens, cookie_values
+from .verification import Decision, Verifier
 
 log = logging.getLogger("alloconv_gate")
 
@@ -45,10 +46,7 @@ SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
 )
-_VERDICT_STATUS = {
-    Verdict.INVALID: (402, "error_invalid"),
-    Verdict.WRONG_PALIER: (402, "error_wrong_palier"),
-}
+GRANT_PARAM = "alloconv_grant"
 
 
 class Gate:
@@ -77,6 +75,13 @@ class Gate:
         self._alloconv = AlloConv(
             config.api_base, config.api_key, timeout=config.timeout, session=session
         )
+        try:
+            self.store = open_store(config.store)
+        except StoreError as exc:
+            raise ConfigError("store", str(exc)) from None
+        if self.store.warning:
+            log.warning("%s", self.store.warning)
+        self._verifier = Verifier(config, self._alloconv, self.store, clock)
         self._numbers = NumberCache(
             self._alloconv.number,
             config.palier,
@@ -99,8 +104,11 @@ class Gate:
             return self.app(environ, private_start_response)
 
         request = Request(environ)
+        link = _grant_link(environ)
         if request.method == "POST" and request.content_type == FORM_TYPE:
             response = self._submit(request)
+        elif link and request.method in ("GET", "HEAD"):
+            response = self._use_link(request, link)
         else:
             response = self._page(request, 402)
         return response(environ, start_response)
@@ -112,7 +120,7 @@ class Gate:
         )
 
     def _submit(self, request: Request) -> Response:
-        """A code typed on the page: check it here, then ask AlloConv."""
+        """A code typed on the page: the visitor's form, read safely, to the verifier."""
         if not _same_origin(request):
             log.warning("refused a code submission from origin %r", request.headers["Origin"])
             return self._page(request, 403, "error_forbidden")
@@ -126,37 +134,33 @@ class Gate:
         except (UnicodeDecodeError, ValueError):
             return self._page(request, 400, "error_malformed")
         code = fields.get("code", [""])[0].strip()
-        problem = local_problem(code)
-        if problem:
-            return self._page(request, 400, problem, code)
-
         back_to = own_url(request.environ)  # computed before the code may be spent
-        check = self._alloconv.verify(code)
-        where = f"code {mask_code(code)} from {request.remote_addr} (palier {self.config.palier})"
-        if check.verdict is Verdict.OK:
-            log.info("%s accepted in %.2fs", where, check.latency)
-            return self._grant(request, back_to)
-        if check.verdict.is_visitors_fault:
-            log.info("%s refused: %s", where, check.answer)
-            status, message = _VERDICT_STATUS[check.verdict]
-            return self._page(request, status, message, code)
-        ref = reference(self.config.secrets[0], code)
-        log.error(
-            "%s not verified (reference %s): %s: %r", where, ref, check.verdict.value, check.answer
-        )
-        if check.answer.upper() == "ERR99":
-            log.error("AlloConv refused the API key (ERR99): check the 'api_key' option")
-        # The answer was lost after the code was sent: it may have been spent.
-        message = "error_lost" if check.verdict is Verdict.UNKNOWN else "error_unavailable"
-        return self._page(request, 503, message, code, reference=ref)
+        decision = self._verifier.submit(code, _client(request), self._gate_id(request))
+        if decision.granted:
+            return self._grant(request, back_to, decision.until)
+        return self._page(request, decision.status, decision.error, code, decision)
 
-    def _grant(self, request: Request, back_to: str) -> Response:
-        """303 back to the page the visitor wanted, with the access cookie."""
+    def _use_link(self, request: Request, token: str) -> Response:
+        """A support link: the cookie, and back to the same page without the link."""
+        decision = self._verifier.use_link(token, _client(request), self._gate_id(request))
+        if not decision.granted:
+            return self._page(request, decision.status, decision.error, "", decision)
+        query = [(k, v) for k, v in parse_qsl(request.query_string) if k != GRANT_PARAM]
+        path = own_url({**request.environ, "QUERY_STRING": urlencode(query)})
+        return self._grant(request, path, decision.until)
+
+    def _gate_id(self, request: Request) -> str:
+        """This gate, as the store knows it: its scope, and where it is mounted."""
+        mount = request.script_name
+        return f"{self.config.scope}@{mount}" if mount else self.config.scope
+
+    def _grant(self, request: Request, back_to: str, until: int) -> Response:
+        """303 back to the page the visitor wanted, with a cookie good until ``until``."""
         response = SameSiteRedirect(status=303, location=back_to)
         response.cache_control = "no-store"
         mount = request.script_name
         value = self._tokens.cookie_value(
-            self._tokens.issue(mount=mount), self._cookie_value(request.environ), mount
+            self._tokens.issue(until=until, mount=mount), self._cookie_value(request.environ), mount
         )
         secure = self.config.cookie_secure
         response.set_cookie(
@@ -176,7 +180,7 @@ class Gate:
         status: int,
         error: str | None = None,
         code: str = "",
-        reference: str = "",
+        decision: Decision | None = None,
     ) -> Response:
         """The gate page; 503 instead of 402 when there is no number to show."""
         number = self._numbers.get()
@@ -190,14 +194,15 @@ class Gate:
             action=own_url(request.environ),
             error=error,
             code=code,
-            reference=reference,
+            reference=decision.reference if decision else "",
         )
         response = Response(
             body=render(content), status=status, content_type="text/html", charset="utf-8"
         )
         response.cache_control = "no-store"
-        if status == 503:
-            response.retry_after = RETRY_AFTER
+        if status in (429, 503):
+            retry_after = decision.retry_after if decision else None
+            response.retry_after = retry_after or RETRY_AFTER
         response.headers.extend(SECURITY_HEADERS)
         return response
 
@@ -239,6 +244,21 @@ def _quote_wsgi(text: str, safe: str) -> str:
     except UnicodeEncodeError:  # not from a PEP 3333 server; be lenient
         raw = text.encode("utf-8", "surrogateescape")
     return quote(raw, safe=safe)
+
+
+def _client(request: Request) -> str:
+    return request.remote_addr or "-"
+
+
+def _grant_link(environ) -> str | None:
+    """The support link's token in the query string, if there is one."""
+    query = environ.get("QUERY_STRING", "")
+    if GRANT_PARAM not in query:
+        return None
+    for key, value in parse_qsl(query, errors="replace"):
+        if key == GRANT_PARAM:
+            return value
+    return None
 
 
 def _same_origin(request: Request) -> bool:

@@ -156,3 +156,35 @@ class AccessTokens:
             if type(until) is int:
                 longest = max(longest, until - now)
         return min(longest, MAX_COOKIE_AGE)
+
+
+# A support link must be used soon after it is made, or not at all.
+GRANT_LINK_LIFETIME = 3600
+
+
+class GrantLinks:
+    """One-time links that support makes to give a visitor access (``alloconv-gate grant``).
+
+    A link carries a random id and how long the access lasts, signed for one gate; it is
+    good for an hour, and once (the store remembers used ids).
+    """
+
+    def __init__(self, secrets: Sequence[str], scope: str, clock: Clock = time.time):
+        self._serializer = URLSafeTimedSerializer(
+            list(reversed(secrets)),
+            salt=f"alloconv_gate.grant:{scope}",
+            signer=clocked_signer(clock),
+        )
+
+    def issue(self, grant_id: str, duration: int) -> str:
+        return self._serializer.dumps([grant_id, duration])
+
+    def check(self, token: str) -> tuple[str, int] | None:
+        """``(grant_id, duration)`` if ``token`` is a good, fresh link for this gate."""
+        try:
+            grant_id, duration = self._serializer.loads(token, max_age=GRANT_LINK_LIFETIME)
+        except (BadData, TypeError, ValueError):
+            return None
+        if type(grant_id) is not str or type(duration) is not int or duration <= 0:
+            return None
+        return grant_id, duration

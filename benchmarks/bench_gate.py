@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from http.cookies import SimpleCookie
@@ -97,6 +98,7 @@ def main() -> None:
         palier="fra1",
         prefixes="/premium /videos",
         api_base=f"http://127.0.0.1:{server.effective_port}",
+        store=f"sqlite:///{tempfile.mkdtemp()}/journal.sqlite3",
     )
     browser = TestApp(gate)
     granted = browser.post("/premium/a", {"code": sandbox.issue_code("fra1")}, status=303)

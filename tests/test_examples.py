@@ -36,8 +36,11 @@ def example(request):
 
 
 @pytest.fixture
-def site(example, sandbox_url):
-    return TestApp(example.make_app(api_key="sandbox-key", secret=SECRET, api_base=sandbox_url))
+def site(example, sandbox_url, tmp_path):
+    store = f"sqlite:///{tmp_path}/journal.sqlite3"
+    return TestApp(
+        example.make_app(api_key="sandbox-key", secret=SECRET, api_base=sandbox_url, store=store)
+    )
 
 
 class TestExamples:
@@ -64,13 +67,15 @@ class TestExamples:
         assert PAID_TEXT in article.text
         assert "private" in article.headers["Cache-Control"]
 
-    def test_a_used_code_is_refused(self, site, sandbox):
+    def test_a_paid_code_opens_a_few_browsers_then_no_more(self, site, sandbox):
         code = sandbox.issue_code("fra1")
-        form = site.get("/premium/article", status=402).form
-        form["code"] = code
-        form.submit(status=303)
-        site.reset()  # another visitor, without the cookie
+        for browser in range(3):  # max_devices: the first browser and two more
+            site.reset()
+            form = site.get("/premium/article", status=402).form
+            form["code"] = code
+            assert PAID_TEXT in form.submit(status=303).follow(status=200).text, browser
 
+        site.reset()  # a fourth browser
         form = site.get("/premium/article", status=402).form
         form["code"] = code
         refused = form.submit(status=402)

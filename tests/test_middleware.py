@@ -67,6 +67,7 @@ def make_gate(sandbox_url, clock, app):
             "prefixes": "/premium",
             "api_base": sandbox_url,
             "timeout": "2",
+            "store": "memory",
             **options,
         }
         return Gate(app if wrapped is None else wrapped, clock=clock, **settings)
@@ -303,10 +304,9 @@ class TestCodeSubmission:
         assert "Set-Cookie" not in page.headers
         assert app.calls == []
 
-    def test_a_used_code_is_refused(self, browser, sandbox):
+    def test_a_code_used_elsewhere_is_refused(self, make_gate, browser, sandbox):
         code = sandbox.issue_code()
-        browser.post("/premium/x", {"code": code}, status=303)
-        browser.reset()
+        TestApp(make_gate(prefixes="/other")).post("/other/x", {"code": code}, status=303)
         page = browser.post("/premium/x", {"code": code}, status=402)
         assert "déjà été utilisé" in page.text
 

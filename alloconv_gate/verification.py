@@ -1,0 +1,221 @@
+"""What happens to a submitted code, from the local check to the verdict, with its record.
+
+The rules, in the order they apply:
+
+1. a code that cannot be an AlloConv code is refused here (no call, no limit spent);
+2. past ``rate_limit`` submissions per client and gate, the answer is 429 (no call);
+3. **restore**: a code this gate already accepted, whose access has not ended, gets a
+   new cookie ending when the first one does, on at most ``max_devices`` browsers;
+4. otherwise a *pending* record is written, and only then is AlloConv asked: if the
+   record cannot be written, AlloConv is not asked and the code stays unspent;
+5. **recovery**: AlloConv's ``ERR3`` for a code whose earlier answer was lost on this
+   gate means it was consumed then: access is granted;
+6. access is granted on ``OK``; if the store then fails, the visitor still gets the
+   cookie they paid for and the whole record goes to the ERROR log.
+
+Nothing here knows WSGI: :meth:`Verifier.submit` returns a :class:`Decision` that the
+middleware turns into a response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .alloconv import AlloConv, Check, Verdict
+from .codes import code_hash, local_problem, mask_code, reference
+from .config import GateConfig
+from .store import Attempt, Store, StoreError
+from .tokens import GrantLinks
+
+log = logging.getLogger("alloconv_gate")
+
+RETRY_AFTER = 60  # seconds, on 503
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to a submission: access until ``until``, or a page with an error."""
+
+    until: int | None = None  # access granted until then
+    status: int = 200  # the page's status when refused
+    error: str | None = None  # a catalogue key
+    reference: str = ""
+    retry_after: int | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.until is not None
+
+
+def refuse(status: int, error: str, **extra) -> Decision:
+    return Decision(status=status, error=error, **extra)
+
+
+class Verifier:
+    """Checks codes for one gate, keeping the journal and redemptions in ``store``."""
+
+    def __init__(
+        self,
+        config: GateConfig,
+        alloconv: AlloConv,
+        store: Store,
+        clock: Callable[[], float],
+    ):
+        self.config = config
+        self._alloconv = alloconv
+        self._store = store
+        self._clock = clock
+        self._hash_key = config.secrets[0]
+        self._links = GrantLinks(config.secrets, config.scope, clock)
+
+    def submit(self, code: str, client: str, gate: str) -> Decision:
+        """Decide on ``code`` (already stripped) sent by ``client`` to ``gate``."""
+        now = self._clock()
+        attempt = Attempt(
+            id=uuid.uuid4().hex,
+            time=now,
+            gate=gate,
+            palier=self.config.palier,
+            client=client,
+            code_masked=mask_code(code),
+            code_hash=code_hash(self._hash_key, code),
+        )
+        problem = local_problem(code)
+        if problem:
+            self._record_done(attempt, "refused-locally", problem)
+            return refuse(400, problem)
+        try:
+            limited = self._rate_limited(attempt)
+            if limited:
+                self._record_done(attempt, "rate-limited", "")
+                return limited
+            redemption = self._store.redemption(gate, attempt.code_hash)
+            if redemption is not None:
+                return self._restore(attempt, redemption)
+            self._store.record(attempt)
+        except StoreError as exc:
+            log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
+            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
+        return self._ask(attempt, code)
+
+    def use_link(self, token: str, client: str, gate: str) -> Decision:
+        """A support link (``alloconv-gate grant``): access once, for the time it says."""
+        now = self._clock()
+        found = self._links.check(token)
+        attempt = Attempt(uuid.uuid4().hex, now, gate, self.config.palier, client, "link", "")
+        try:
+            if found is None or not self._store.use_grant(found[0], now):
+                log.warning("a support link that is bad, expired or used was refused")
+                return refuse(403, "error_link")
+        except StoreError as exc:
+            log.error("store failed, support link not used: %s", exc)
+            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
+        grant_id, duration = found
+        self._record_done(dataclasses.replace(attempt, code_hash=grant_id), "granted", "")
+        log.info("support link %s used by %s", grant_id, client)
+        return Decision(until=int(now) + duration)
+
+    def _rate_limited(self, attempt: Attempt) -> Decision | None:
+        if self.config.rate_limit is None:
+            return None
+        limit, window = self.config.rate_limit
+        key = f"{attempt.gate}|{attempt.client}"
+        if self._store.hit(key, window, attempt.time) <= limit:
+            return None
+        log.warning("%s refused: over rate_limit", _who(attempt))
+        retry_after = int(attempt.time // window * window + window - attempt.time) + 1
+        return refuse(429, "error_rate_limited", retry_after=retry_after)
+
+    def _restore(self, attempt: Attempt, redemption) -> Decision:
+        """A code this gate accepted before: a cookie for one more browser, no call."""
+        if redemption.ends_at <= attempt.time:
+            self._record_done(attempt, "invalid", "access already ended")
+            return refuse(402, "error_access_ended")
+        if not self._store.add_device(attempt.gate, attempt.code_hash, self.config.max_devices):
+            self._record_done(attempt, "invalid", "max_devices reached")
+            return refuse(402, "error_too_many_devices")
+        self._record_done(attempt, "restored", "")
+        log.info("%s restored until %d", _who(attempt), redemption.ends_at)
+        return Decision(until=int(redemption.ends_at))
+
+    def _ask(self, attempt: Attempt, code: str) -> Decision:
+        """The pending record is written: ask AlloConv, then complete it."""
+        check = self._alloconv.verify(code)
+        verdict = check.verdict
+        if verdict is Verdict.OK:
+            return self._grant(attempt, check, "ok")
+        if verdict is Verdict.INVALID and self._answer_was_lost(attempt):
+            log.warning(
+                "%s: AlloConv says ERR3 for a code whose earlier answer was lost: "
+                "it was consumed then; access granted",
+                _who(attempt),
+            )
+            return self._grant(attempt, check, "recovered")
+        if verdict.is_visitors_fault:
+            log.info("%s refused: %s", _who(attempt), check.answer)
+            self._complete(attempt, verdict.value, check)
+            error = "error_invalid" if verdict is Verdict.INVALID else "error_wrong_palier"
+            return refuse(402, error)
+        ref = reference(attempt.code_hash)
+        log.error(
+            "%s not verified (reference %s): %s: %r",
+            _who(attempt),
+            ref,
+            verdict.value,
+            check.answer,
+        )
+        if check.answer.upper() == "ERR99":
+            log.error("AlloConv refused the API key (ERR99): check the 'api_key' option")
+        lost = verdict is Verdict.UNKNOWN
+        self._complete(attempt, "unknown" if lost else "unavailable", check)
+        return refuse(
+            503,
+            "error_lost" if lost else "error_unavailable",
+            reference=ref,
+            retry_after=RETRY_AFTER,
+        )
+
+    def _grant(self, attempt: Attempt, check: Check, outcome: str) -> Decision:
+        until = int(attempt.time) + self.config.duration
+        try:
+            self._store.redeem(attempt.gate, attempt.code_hash, attempt.time, until)
+            self._store.complete(attempt.id, outcome, check.latency, check.answer)
+        except StoreError as exc:
+            # Paid is paid: the cookie goes out, and the record goes to the log in full.
+            done = dataclasses.replace(
+                attempt, outcome=outcome, latency=check.latency, detail=check.answer
+            )
+            log.error("store failed after AlloConv accepted a code: %s; record: %r", exc, done)
+        log.info("%s %s in %.2fs", _who(attempt), outcome, check.latency)
+        return Decision(until=until)
+
+    def _answer_was_lost(self, attempt: Attempt) -> bool:
+        try:
+            return self._store.lost_answer(attempt.gate, attempt.code_hash)
+        except StoreError as exc:
+            log.error("store failed while looking for a lost answer: %s", exc)
+            return False
+
+    def _complete(self, attempt: Attempt, outcome: str, check: Check) -> None:
+        try:
+            self._store.complete(attempt.id, outcome, check.latency, check.answer)
+        except StoreError as exc:
+            done = dataclasses.replace(
+                attempt, outcome=outcome, latency=check.latency, detail=check.answer
+            )
+            log.error("store failed completing a record: %s; record: %r", exc, done)
+
+    def _record_done(self, attempt: Attempt, outcome: str, detail: str) -> None:
+        """Journal a submission that needed no AlloConv call; a failure only logs."""
+        try:
+            self._store.record(dataclasses.replace(attempt, outcome=outcome, detail=detail))
+        except StoreError as exc:
+            log.error("store failed recording %s (%s): %s", _who(attempt), outcome, exc)
+
+
+def _who(attempt: Attempt) -> str:
+    return f"code {attempt.code_masked} from {attempt.client} (palier {attempt.palier})"
