@@ -15,6 +15,7 @@ setup(
     install_requires=["webob>=1.8", "requests>=2.28", "itsdangerous>=2.1"],
     extras_require={"paste": ["PasteDeploy>=3.0"], "redis": ["redis>=4.5"]},
     entry_points={
+        "console_scripts": ["alloconv-gate = alloconv_gate.cli:main"],
         "paste.filter_factory": ["main = alloconv_gate.paste:filter_factory"],
         "paste.app_factory": [
             "sandbox = alloconv_gate.paste:sandbox_factory",

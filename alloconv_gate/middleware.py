@@ -27,7 +27,7 @@ from .numbers import NumberCache
 from .page import PageContent, render
 from .paths import PrefixMatcher
 from .store import StoreError, open_store
-from .tokens import SEPARATOR, AccessTokens, cookie_values
+from .tokens import GRANT_PARAM, SEPARATOR, AccessTokens, cookie_values
 from .verification import Decision, Verifier
 
 log = logging.getLogger("alloconv_gate")
@@ -46,7 +46,6 @@ SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
 )
-GRANT_PARAM = "alloconv_grant"
 
 
 class Gate:

@@ -160,6 +160,7 @@ class AccessTokens:
 
 # A support link must be used soon after it is made, or not at all.
 GRANT_LINK_LIFETIME = 3600
+GRANT_PARAM = "alloconv_grant"  # the query parameter that carries a support link
 
 
 class GrantLinks:

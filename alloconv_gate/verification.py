@@ -115,7 +115,7 @@ class Verifier:
             log.error("store failed, support link not used: %s", exc)
             return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
         grant_id, duration = found
-        self._record_done(dataclasses.replace(attempt, code_hash=grant_id), "granted", "")
+        self._record_done(dataclasses.replace(attempt, code_hash=grant_id), "granted", "link used")
         log.info("support link %s used by %s", grant_id, client)
         return Decision(until=int(now) + duration)
 

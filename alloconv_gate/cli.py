@@ -1,0 +1,313 @@
+"""``alloconv-gate``: check a configuration, read the journal, make a support link.
+
+It reads the same ini file as the site (through PasteDeploy, so ``%(here)s`` and
+``[DEFAULT]`` work the same), and finds the gates in it: the ``[filter:NAME]`` sections
+that ``use`` alloconv_gate. NAME is what ``--filter`` and ``--gate`` take.
+
+    alloconv-gate check site.ini
+    alloconv-gate journal site.ini --since 24h --outcome unknown
+    alloconv-gate journal site.ini --code AB12CD34 --format json
+    alloconv-gate grant site.ini --gate premium --for 24h --url https://example.com
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import csv
+import json
+import os
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from .alloconv import AlloConv, NumberUnavailable
+from .codes import code_hash, reference
+from .config import MAX_DURATION, ConfigError, GateConfig, parse_duration, parse_options
+from .store import OUTCOMES, Attempt, StoreError, open_store
+from .tokens import GRANT_LINK_LIFETIME, GRANT_PARAM, GrantLinks
+
+_USES = ("egg:alloconv_gate", "egg:alloconv_gate#main", "call:alloconv_gate.paste:filter_factory")
+
+
+class CommandError(Exception):
+    """A problem to print as one line, with exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except CommandError as exc:
+        print(f"alloconv-gate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alloconv-gate", description="Support tools for alloconv_gate, reading the site's ini."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check",
+        help="validate every option, fetch the number, check the API key and the store",
+        description="Validates every option, fetches the number for the palier, checks the "
+        "API key without spending a code, and checks the store. Exit status 1 on any problem.",
+    )
+    check.add_argument("config", metavar="CONFIG.ini")
+    check.add_argument("--filter", metavar="NAME", help="only this [filter:NAME] section")
+    check.set_defaults(command=cmd_check)
+
+    journal = commands.add_parser(
+        "journal",
+        help='what support needs to answer "I paid and got nothing"',
+        description="Lists code submissions, newest first.",
+    )
+    journal.add_argument("config", metavar="CONFIG.ini")
+    journal.add_argument("--filter", metavar="NAME", help="the gate's [filter:NAME] section")
+    journal.add_argument("--since", metavar="DURATION", help="e.g. 24h, 7d (default: all)")
+    journal.add_argument("--outcome", choices=OUTCOMES)
+    journal.add_argument("--code", help="the code the visitor read out (never stored in clear)")
+    journal.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    journal.add_argument("--limit", type=int, default=1000)
+    journal.set_defaults(command=cmd_journal)
+
+    grant = commands.add_parser(
+        "grant",
+        help="print a one-time link that gives its visitor access",
+        description=f"Prints a signed link that gives access once; unused, it expires after "
+        f"{GRANT_LINK_LIFETIME // 60} minutes. It is journaled.",
+    )
+    grant.add_argument("config", metavar="CONFIG.ini")
+    grant.add_argument("--gate", metavar="NAME", help="the gate's [filter:NAME] section")
+    grant.add_argument(
+        "--for",
+        dest="duration",
+        default=None,
+        metavar="DURATION",
+        help="how long the access lasts (default: the gate's duration)",
+    )
+    grant.add_argument("--url", default="", help="the site's address, e.g. https://example.com")
+    grant.set_defaults(command=cmd_grant)
+    return parser
+
+
+# The ini file
+
+
+def gate_sections(path: str) -> list[str]:
+    """The names of the ``[filter:NAME]`` sections that use alloconv_gate."""
+    if not os.path.isfile(path):
+        raise CommandError(f"{path}: no such file")
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(path, encoding="utf-8")
+    except configparser.Error as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    return [
+        section.split(":", 1)[1].strip()
+        for section in parser.sections()
+        if section.startswith("filter:")
+        and parser.get(section, "use", fallback="").strip() in _USES
+    ]
+
+
+def load_gate(path: str, name: str) -> GateConfig:
+    """The gate of section ``[filter:name]``, its options converted as at start-up."""
+    try:
+        from paste.deploy.loadwsgi import FILTER, loadcontext
+    except ImportError:  # pragma: no cover - PasteDeploy comes with the [paste] extra
+        raise CommandError(
+            "reading an ini needs PasteDeploy: pip install alloconv_gate[paste]"
+        ) from None
+    context = loadcontext(FILTER, f"config:{os.path.abspath(path)}", name=name)
+    return parse_options(context.local_conf, here=context.global_conf.get("here"))
+
+
+def chosen(path: str, name: str | None, option: str) -> list[str]:
+    names = gate_sections(path)
+    if not names:
+        raise CommandError(f"{path}: no [filter:NAME] section with use = egg:alloconv_gate")
+    if name is None:
+        return names
+    if name not in names:
+        raise CommandError(f"{path}: no gate {name!r} for {option}; there are: {', '.join(names)}")
+    return [name]
+
+
+def one_gate(path: str, name: str | None, option: str) -> tuple[str, GateConfig]:
+    names = chosen(path, name, option)
+    if len(names) > 1:
+        raise CommandError(f"{path} has several gates ({', '.join(names)}): choose with {option}")
+    try:
+        return names[0], load_gate(path, names[0])
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+# check
+
+
+def cmd_check(args) -> int:
+    problems = 0
+    for name in chosen(args.config, args.filter, "--filter"):
+        print(f"[filter:{name}]")
+        problems += check_gate(args.config, name)
+    print("all good" if not problems else f"{problems} problem(s)")
+    return 1 if problems else 0
+
+
+def check_gate(path: str, name: str) -> int:
+    """Print one line per check; return the number of problems."""
+    try:
+        config = load_gate(path, name)
+    except ConfigError as exc:
+        _line(False, "options", str(exc))
+        return 1
+    _line(True, "options", f"palier {config.palier}, prefixes {' '.join(config.prefixes)}")
+    client = AlloConv(config.api_base, config.api_key, timeout=config.timeout)
+    problems = 0
+    try:
+        _line(True, "number", client.number(config.palier))
+    except NumberUnavailable as exc:
+        problems += _line(False, "number", str(exc))
+    # An empty code answers ERR1 with a good key and ERR99 with a bad one: nothing is spent.
+    key_check = client.verify("")
+    if key_check.answer == "ERR1":
+        _line(True, "api_key", "accepted by AlloConv")
+    elif key_check.answer == "ERR99":
+        problems += _line(False, "api_key", "refused by AlloConv (ERR99)")
+    else:
+        problems += _line(False, "api_key", f"could not be checked: {key_check.answer}")
+    try:
+        store = open_store(config.store)
+        store.ping()
+        store.close()
+        _line(True, "store", config.store)
+    except StoreError as exc:
+        problems += _line(False, "store", str(exc))
+    return problems
+
+
+def _line(ok: bool, what: str, detail: str) -> int:
+    print(f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}")
+    return 0 if ok else 1
+
+
+# journal
+
+_COLUMNS = ("time", "gate", "palier", "client", "code", "reference", "outcome", "latency", "detail")
+
+
+def cmd_journal(args) -> int:
+    _name, config = one_gate(args.config, args.filter, "--filter")
+    since = None
+    if args.since:
+        try:
+            since = time.time() - parse_duration("--since", args.since, 100 * 365 * 86400)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+    hashes = (
+        [code_hash(secret, args.code.strip()) for secret in config.secrets] if args.code else [None]
+    )
+    store = _open(config)
+    try:
+        attempts = [
+            attempt
+            for hashed in hashes
+            for attempt in store.journal(
+                since=since, outcome=args.outcome, code_hash=hashed, limit=args.limit
+            )
+        ]
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        store.close()
+    attempts.sort(key=lambda a: a.time, reverse=True)
+    rows = [_row(a) for a in attempts[: args.limit]]
+    _print_rows(rows, args.format)
+    return 0
+
+
+def _row(attempt: Attempt) -> dict[str, str]:
+    when = datetime.fromtimestamp(attempt.time, timezone.utc)
+    return {
+        "time": when.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "gate": attempt.gate,
+        "palier": attempt.palier,
+        "client": attempt.client,
+        "code": attempt.code_masked,
+        "reference": reference(attempt.code_hash) if attempt.code_hash else "",
+        "outcome": attempt.outcome,
+        "latency": "" if attempt.latency is None else f"{attempt.latency:.2f}s",
+        "detail": attempt.detail,
+    }
+
+
+def _print_rows(rows: list[dict[str, str]], form: str) -> None:
+    if form == "json":
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif form == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif not rows:
+        print("no records")
+    else:
+        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in _COLUMNS}
+        print("  ".join(c.ljust(widths[c]) for c in _COLUMNS).rstrip())
+        for row in rows:
+            print("  ".join(row[c].ljust(widths[c]) for c in _COLUMNS).rstrip())
+
+
+# grant
+
+
+def cmd_grant(args) -> int:
+    _name, config = one_gate(args.config, args.gate, "--gate")
+    try:
+        duration = (
+            config.duration
+            if args.duration is None
+            else parse_duration("--for", args.duration, MAX_DURATION)
+        )
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    grant_id = uuid.uuid4().hex
+    token = GrantLinks(config.secrets, config.scope).issue(grant_id, duration)
+    store = _open(config)
+    record = Attempt(
+        id=uuid.uuid4().hex,
+        time=time.time(),
+        gate=config.scope,
+        palier=config.palier,
+        client="support",
+        code_masked="link",
+        code_hash=grant_id,
+        outcome="granted",
+        detail=f"link issued for {duration}s",
+    )
+    try:
+        store.record(record)
+    except StoreError as exc:
+        raise CommandError(f"the link was not made: {exc}") from None
+    finally:
+        store.close()
+    prefix = config.prefixes[0] or "/"
+    print(f"{args.url.rstrip('/')}{prefix}?{GRANT_PARAM}={token}")
+    print(
+        f"(works once, within {GRANT_LINK_LIFETIME // 60} minutes; gives access for "
+        f"{duration} seconds)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _open(config: GateConfig):
+    try:
+        return open_store(config.store)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
