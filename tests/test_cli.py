@@ -146,7 +146,7 @@ class TestJournal:
         sandbox.set_fault("drop", script="api-micropaiement")
         code = sandbox.issue_code()
         page = site.post("/premium/alpine-huts", {"code": code}, status=503)
-        status, out, _ = run(capsys, "journal", ini, "--outcome", "unknown", "--format", "json")
+        _, out, _ = run(capsys, "journal", ini, "--outcome", "unknown", "--format", "json")
         [row] = json.loads(out)
         assert row["reference"] in page.text
 
