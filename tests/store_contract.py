@@ -1,0 +1,276 @@
+"""The store contract as the gate relies on it, run against every engine.
+
+Each engine's test module subclasses :class:`StoreContract` and gives it a ``store``
+fixture (a fresh, empty store, closed afterwards). The class is not named ``Test*`` on
+purpose: pytest collects it only through its subclasses (``TestMemoryStore``,
+``TestSqliteStore``, ``TestRedisStore``), once per engine.
+
+Times are plain numbers: engines never read the clock, so no test waits for time to pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from alloconv_gate.store import PENDING, Attempt, Redemption, StoreError
+
+GATE = "default:/premium"
+OTHER_GATE = "archive:/archive"
+HASH = "a" * 64
+OTHER_HASH = "b" * 64
+THREADS = 8
+
+
+def attempt(id: str = "a1", time: float = 1000.0, **fields) -> Attempt:
+    """A journal record as the gate writes it before asking AlloConv (pending)."""
+    values = {
+        "gate": GATE,
+        "palier": "fra1",
+        "client": "203.0.113.7",
+        "code_masked": "AB12****",
+        "code_hash": HASH,
+        **fields,
+    }
+    return Attempt(id=id, time=time, **values)
+
+
+def together(count: int, job):
+    """Run ``job()`` in ``count`` threads released at the same instant; their results."""
+    start = threading.Barrier(count, timeout=30)
+
+    def run():
+        start.wait()
+        return job()
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(run) for _ in range(count)]
+        return [future.result() for future in futures]
+
+
+# A journal to filter: ids name what makes each record stand out.
+JOURNAL = (
+    attempt("old-ok", 100.0, outcome="ok", latency=0.3, detail="OK"),
+    attempt("lost", 200.0, outcome="unknown", detail="ReadTimeout"),
+    attempt("other-code", 300.0, code_hash=OTHER_HASH, outcome="invalid", detail="ERR3"),
+    attempt("other-gate", 400.0, gate=OTHER_GATE, outcome="ok", latency=0.2, detail="OK"),
+    attempt("new-pending", 500.0),
+)
+
+
+class StoreContract:
+    """What every engine must do; subclasses provide the ``store`` fixture."""
+
+    @pytest.fixture
+    def store(self):
+        raise NotImplementedError("each engine's test class provides a store fixture")
+
+    # The journal
+
+    def test_a_pending_record_is_in_the_journal_as_written(self, store):
+        """The record written before AlloConv is asked is what support finds after a crash."""
+        pending = attempt()
+        store.record(pending)
+        assert store.journal() == [pending]
+        assert store.journal()[0].outcome == PENDING
+
+    def test_complete_sets_outcome_latency_and_detail_and_keeps_the_rest(self, store):
+        store.record(attempt())
+        store.complete("a1", "ok", 0.42, "OK")
+        assert store.journal() == [
+            dataclasses.replace(attempt(), outcome="ok", latency=0.42, detail="OK")
+        ]
+
+    def test_a_record_can_arrive_complete(self, store):
+        """Submissions that need no AlloConv call (typo, rate limit) are written once."""
+        done = attempt(outcome="refused-locally", detail="error_too_short")
+        store.record(done)
+        assert store.journal() == [done]
+
+    def test_complete_of_an_unknown_attempt_raises(self, store):
+        """An outcome with no record to hold it must not vanish silently."""
+        with pytest.raises(StoreError):
+            store.complete("never-recorded", "ok", 0.1, "OK")
+        assert store.journal() == []
+
+    def test_recording_an_id_twice_raises_and_keeps_the_first(self, store):
+        first = attempt(outcome="ok")
+        store.record(first)
+        with pytest.raises(StoreError):
+            store.record(attempt(outcome="invalid"))
+        assert store.journal() == [first]
+
+    @pytest.mark.parametrize(
+        ("recorded", "expected"),
+        [
+            pytest.param(attempt(outcome="unknown"), True, id="unknown-same-gate-and-code"),
+            pytest.param(attempt(outcome="unknown", gate=OTHER_GATE), False, id="other-gate"),
+            pytest.param(attempt(outcome="unknown", code_hash=OTHER_HASH), False, id="other-code"),
+            pytest.param(attempt(), False, id="still-pending"),
+            pytest.param(attempt(outcome="ok"), False, id="ok"),
+            pytest.param(attempt(outcome="invalid"), False, id="invalid"),
+            pytest.param(attempt(outcome="unavailable"), False, id="unavailable"),
+            pytest.param(attempt(outcome="recovered"), False, id="already-recovered"),
+        ],
+    )
+    def test_lost_answer_only_for_an_unknown_outcome_of_this_code_on_this_gate(
+        self, store, recorded, expected
+    ):
+        """An ERR3 becomes access only when this gate lost the answer for this very code."""
+        store.record(recorded)
+        assert store.lost_answer(GATE, HASH) is expected
+
+    def test_lost_answer_sees_a_pending_record_completed_as_unknown(self, store):
+        """The gate writes pending first, then completes with unknown when the answer is lost."""
+        store.record(attempt())
+        assert store.lost_answer(GATE, HASH) is False
+        store.complete("a1", "unknown", 5.0, "ReadTimeout")
+        assert store.lost_answer(GATE, HASH) is True
+
+    def test_lost_answer_in_an_empty_journal(self, store):
+        assert store.lost_answer(GATE, HASH) is False
+
+    @pytest.mark.parametrize(
+        ("filters", "expected"),
+        [
+            pytest.param(
+                {},
+                ["new-pending", "other-gate", "other-code", "lost", "old-ok"],
+                id="everything-newest-first",
+            ),
+            pytest.param(
+                {"since": 300.0}, ["new-pending", "other-gate", "other-code"], id="since-inclusive"
+            ),
+            pytest.param({"since": 501.0}, [], id="since-after-everything"),
+            pytest.param({"outcome": "unknown"}, ["lost"], id="outcome"),
+            pytest.param({"outcome": "ok"}, ["other-gate", "old-ok"], id="outcome-on-any-gate"),
+            pytest.param({"code_hash": OTHER_HASH}, ["other-code"], id="code"),
+            pytest.param({"gate": OTHER_GATE}, ["other-gate"], id="gate"),
+            pytest.param(
+                {"gate": GATE, "code_hash": HASH},
+                ["new-pending", "lost", "old-ok"],
+                id="code-on-gate",
+            ),
+            pytest.param(
+                {"since": 150.0, "outcome": "ok", "gate": GATE, "code_hash": HASH},
+                [],
+                id="all-filters-none-match",
+            ),
+            pytest.param(
+                {"since": 50.0, "outcome": "ok", "gate": GATE, "code_hash": HASH},
+                ["old-ok"],
+                id="all-filters-one-match",
+            ),
+            pytest.param({"limit": 2}, ["new-pending", "other-gate"], id="limit-keeps-newest"),
+            pytest.param({"outcome": "ok", "limit": 1}, ["other-gate"], id="limit-after-filter"),
+        ],
+    )
+    def test_journal_filters(self, store, filters, expected):
+        """What support runs to answer "I paid and got nothing"."""
+        for record in (JOURNAL[2], JOURNAL[0], JOURNAL[4], JOURNAL[1], JOURNAL[3]):
+            store.record(record)
+        assert [a.id for a in store.journal(**filters)] == expected
+
+    def test_journal_returns_complete_records(self, store):
+        for record in JOURNAL:
+            store.record(record)
+        assert store.journal(outcome="ok") == [JOURNAL[3], JOURNAL[0]]
+
+    # Redemptions
+
+    def test_redemption_is_none_until_redeemed(self, store):
+        assert store.redemption(GATE, HASH) is None
+        store.redeem(GATE, HASH, 1000.0, 1000.0 + 86400)
+        assert store.redemption(GATE, HASH) == Redemption(GATE, HASH, 1000.0, 87400.0, 1)
+
+    def test_a_redemption_belongs_to_its_gate(self, store):
+        """A code accepted by another gate does not open this one."""
+        store.redeem(OTHER_GATE, HASH, 1000.0, 2000.0)
+        assert store.redemption(GATE, HASH) is None
+        assert store.redemption(OTHER_GATE, OTHER_HASH) is None
+
+    def test_redeem_again_keeps_the_first_access_and_its_devices(self, store):
+        """A second OK for the same code (a lost answer recovered) must not extend or reset."""
+        store.redeem(GATE, HASH, 1000.0, 2000.0)
+        assert store.add_device(GATE, HASH, 3) is True
+        store.redeem(GATE, HASH, 1500.0, 9000.0)
+        assert store.redemption(GATE, HASH) == Redemption(GATE, HASH, 1000.0, 2000.0, 2)
+
+    def test_add_device_up_to_max_devices_the_first_included(self, store):
+        store.redeem(GATE, HASH, 1000.0, 2000.0)
+        assert [store.add_device(GATE, HASH, 3) for _ in range(4)] == [True, True, False, False]
+        assert store.redemption(GATE, HASH).devices == 3
+
+    def test_add_device_with_one_device_allowed_refuses_at_once(self, store):
+        store.redeem(GATE, HASH, 1000.0, 2000.0)
+        assert store.add_device(GATE, HASH, 1) is False
+        assert store.redemption(GATE, HASH).devices == 1
+
+    def test_add_device_without_a_redemption_is_refused_and_creates_none(self, store):
+        store.redeem(OTHER_GATE, HASH, 1000.0, 2000.0)
+        assert store.add_device(GATE, HASH, 3) is False
+        assert store.redemption(GATE, HASH) is None
+        assert store.redemption(OTHER_GATE, HASH).devices == 1
+
+    # Rate limits
+
+    def test_hit_counts_within_a_window(self, store):
+        """The window of 60 s holding 120.0 runs from 120.0 to 180.0, its end excluded."""
+        assert [store.hit("gate|203.0.113.7", 60, now) for now in (120.0, 150.5, 179.9)] == [
+            1,
+            2,
+            3,
+        ]
+
+    def test_hit_restarts_in_the_next_window(self, store):
+        for now in (120.0, 130.0, 179.0):
+            store.hit("gate|203.0.113.7", 60, now)
+        assert store.hit("gate|203.0.113.7", 60, 180.0) == 1
+        assert store.hit("gate|203.0.113.7", 60, 200.0) == 2
+
+    def test_hit_keys_count_apart(self, store):
+        """One noisy visitor does not use up another's submissions."""
+        assert store.hit("gate|203.0.113.7", 60, 120.0) == 1
+        assert store.hit("gate|203.0.113.7", 60, 121.0) == 2
+        assert store.hit("gate|198.51.100.1", 60, 122.0) == 1
+        assert store.hit("other|203.0.113.7", 60, 123.0) == 1
+
+    def test_a_short_window_ending_does_not_reset_a_longer_one(self, store):
+        """Two gates sharing a store may limit per minute and per hour: clearing the ended
+        minute windows must not forget the hour still running."""
+        assert store.hit("hourly|203.0.113.7", 3600, 10.0) == 1
+        assert store.hit("minutely|203.0.113.7", 60, 130.0) == 1
+        assert store.hit("hourly|203.0.113.7", 3600, 140.0) == 2
+
+    # Support grants
+
+    def test_use_grant_once(self, store):
+        """A support link works once: a copy forwarded to someone else gets nothing."""
+        assert store.use_grant("g1", 1000.0) is True
+        assert store.use_grant("g1", 1001.0) is False
+        assert store.use_grant("g1", 99999.0) is False
+        assert store.use_grant("g2", 1002.0) is True
+
+    # Life
+
+    def test_ping_on_a_working_store(self, store):
+        assert store.ping() is None
+
+    # Threads of one process
+
+    def test_threads_racing_for_the_last_devices_get_exactly_those(self, store):
+        """8 browsers, 25 tries each, on a code allowing 3: the 2 free places go, no more."""
+        store.redeem(GATE, HASH, 1000.0, 2000.0)
+        results = together(THREADS, lambda: [store.add_device(GATE, HASH, 3) for _ in range(25)])
+        assert sum(sum(r) for r in results) == 2
+        assert store.redemption(GATE, HASH).devices == 3
+
+    def test_threads_hitting_one_key_count_every_hit_once(self, store):
+        """8 threads of 50 hits: the count is 400 and no two hits saw the same count."""
+        results = together(THREADS, lambda: [store.hit("k", 60, 120.0) for _ in range(50)])
+        counts = [count for result in results for count in result]
+        assert sorted(counts) == list(range(1, 401))
+        assert store.hit("k", 60, 121.0) == 401
