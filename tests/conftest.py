@@ -1,6 +1,8 @@
+import os
 from dataclasses import dataclass
 
 import pytest
+from redis_server import RedisServer, find_binary
 from servers import serve
 
 from alloconv_gate.sandbox import Sandbox
@@ -33,3 +35,30 @@ def sandbox(sandbox_server):
 @pytest.fixture
 def sandbox_url(sandbox, sandbox_server):
     return sandbox_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free loopback port for the whole run (``url``, ``stop()``,
+    ``start()``, ``pause()``, ``resume()``).
+
+    Skipped when redis-server is not installed, except under ``CI=true``: there a skipped
+    Redis test would hide that the redis store was never tested, so it fails.
+    """
+    binary = find_binary()
+    if binary is None:
+        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + "; under CI=true the redis store must be tested")
+        pytest.skip(reason)
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The test Redis's URL, running and with an empty database, whatever the last test did."""
+    redis_server.ready()
+    return redis_server.url

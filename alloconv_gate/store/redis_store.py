@@ -1,0 +1,338 @@
+"""The redis store: one Redis shared by every worker of every host behind a load balancer.
+
+Needs ``pip install alloconv_gate[redis]`` (redis-py). Every method is one atomic step
+on the server (a single command, a ``MULTI`` transaction or a small Lua script), so that
+two hosts racing for the last device of a code, or the one use of a grant, cannot both
+win. It needs one Redis (a primary, with replicas if you like), not Redis Cluster: the
+scripts touch keys that a cluster could place on different nodes.
+
+Every key starts with ``alloconv_gate:``:
+
+- ``attempt:ID``: a hash, one journal record;
+- ``journal``: a sorted set of attempt ids by time, and the same per
+  ``journal:gate:GATE``, ``journal:code:CODE_HASH`` and ``journal:outcome:OUTCOME``, so
+  that a filtered look-up reads only what it may return;
+- ``lost:CODE_HASH:GATE``: a set of the ids of ``unknown`` attempts (code hashes are hex,
+  so the first colon after the prefix ends the hash);
+- ``redemption:CODE_HASH:GATE``: a hash: granted_at, ends_at, devices;
+- ``hit:WINDOW:START:KEY``: a rate-limit counter for the window of WINDOW seconds
+  starting at START;
+- ``grant:ID``: set once when a support grant is used.
+
+The journal and redemptions never expire, as with sqlite; counters and used grants do,
+by Redis TTLs, which only free memory: what the gate decides on comes from the times it
+passes in.
+
+A Redis that is down fails at once; one that hangs fails after ``timeout`` seconds (2 by
+default), for connecting and for each answer, so that it never holds a request long.
+Failures are not retried here: a command whose answer was lost may have run, and running
+``add_device`` or ``use_grant`` twice would take from the visitor what they paid for.
+A connection the server closed (Redis restarted) is replaced before use, so the same
+store works again as soon as Redis is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.parse
+
+from .base import Attempt, Redemption, Store, StoreError
+
+PREFIX = "alloconv_gate:"
+TIMEOUT = 2.0
+#: How long a used grant is remembered: a grant link expires within an hour, so a few
+#: days leaves room for any clock skew between hosts.
+GRANT_TTL = 7 * 24 * 3600
+#: Rate-limit counters live twice their window, and never less than a minute, so that
+#: hosts whose clocks disagree by a few seconds still count in the same key.
+MIN_COUNTER_TTL = 60
+#: Journal ids read per round trip.
+PAGE = 500
+
+_FIELDS = ("id", "time", "gate", "palier", "client", "code_masked", "code_hash")
+
+# KEYS: attempt, journal, gate index, code index, outcome index[, lost set]
+# ARGV: id, time, then the attempt's hash as field, value pairs
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
+if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[1]) end
+return 1
+"""
+
+# KEYS: attempt
+# ARGV: id, outcome, latency, detail, prefix
+# The index keys depend on what the record holds, so they are built here, as _key does.
+_COMPLETE = """
+local old = redis.call('HMGET', KEYS[1], 'outcome', 'time', 'gate', 'code_hash')
+if not old[1] then return 0 end
+redis.call('HSET', KEYS[1], 'outcome', ARGV[2], 'latency', ARGV[3], 'detail', ARGV[4])
+if old[1] ~= ARGV[2] then
+    local index = ARGV[5] .. 'journal:outcome:'
+    redis.call('ZREM', index .. old[1], ARGV[1])
+    redis.call('ZADD', index .. ARGV[2], old[2], ARGV[1])
+    local lost = ARGV[5] .. 'lost:' .. old[4] .. ':' .. old[3]
+    if old[1] == 'unknown' then redis.call('SREM', lost, ARGV[1]) end
+    if ARGV[2] == 'unknown' then redis.call('SADD', lost, ARGV[1]) end
+end
+return 1
+"""
+
+# KEYS: redemption; ARGV: gate, code_hash, granted_at, ends_at
+_REDEEM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'gate', ARGV[1], 'code_hash', ARGV[2],
+           'granted_at', ARGV[3], 'ends_at', ARGV[4], 'devices', 1)
+return 1
+"""
+
+# KEYS: redemption; ARGV: max_devices
+_ADD_DEVICE = """
+local devices = redis.call('HGET', KEYS[1], 'devices')
+if not devices or tonumber(devices) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'devices', 1)
+return 1
+"""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (in the userinfo or a ``password=`` query), for messages."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else pair
+        for pair in parts.query.split("&")
+        if pair
+        for name in [pair.split("=", 1)[0]]
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _key(*parts: object) -> str:
+    return PREFIX + ":".join(str(part) for part in parts)
+
+
+def _attempt(fields: dict[str, str]) -> Attempt:
+    latency = fields.get("latency", "")
+    return Attempt(
+        id=fields["id"],
+        time=float(fields["time"]),
+        gate=fields["gate"],
+        palier=fields["palier"],
+        client=fields["client"],
+        code_masked=fields["code_masked"],
+        code_hash=fields["code_hash"],
+        outcome=fields["outcome"],
+        latency=float(latency) if latency else None,
+        detail=fields.get("detail", ""),
+    )
+
+
+class RedisStore(Store):
+    """The store in one Redis, named by ``redis://[:PASSWORD@]HOST:PORT/DB`` (or
+    ``rediss://``, ``unix://``).
+
+    Connects and checks that Redis takes a write at construction: a store that cannot
+    work fails at start-up, with a :class:`StoreError` naming the URL (never its
+    password) and the reason. ``timeout`` bounds every connection and every answer.
+    """
+
+    def __init__(self, url: str, *, timeout: float = TIMEOUT):
+        self._where = redacted(url)
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise StoreError(
+                f"store = {self._where} needs the redis package: pip install alloconv_gate[redis]"
+            ) from None
+        self._error = redis.RedisError
+        try:
+            self._client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+            )
+        except ValueError as error:
+            raise StoreError(f"store = {self._where} is not a usable Redis URL: {error}") from None
+        self._record = self._client.register_script(_RECORD)
+        self._complete = self._client.register_script(_COMPLETE)
+        self._redeem = self._client.register_script(_REDEEM)
+        self._add_device = self._client.register_script(_ADD_DEVICE)
+        try:
+            self.ping()
+        except StoreError as error:
+            self._client.close()
+            raise StoreError(f"store = {self._where} cannot be used: {error.__cause__}") from error
+
+    @contextlib.contextmanager
+    def _failing(self, doing: str):
+        """Turn any Redis failure into a :class:`StoreError` saying what was being done."""
+        try:
+            yield
+        except self._error as error:
+            raise StoreError(f"redis store {self._where} could not {doing}: {error}") from error
+
+    # The journal
+
+    def record(self, attempt: Attempt) -> None:
+        keys = [
+            _key("attempt", attempt.id),
+            _key("journal"),
+            _key("journal", "gate", attempt.gate),
+            _key("journal", "code", attempt.code_hash),
+            _key("journal", "outcome", attempt.outcome),
+        ]
+        if attempt.outcome == "unknown":
+            keys.append(_key("lost", attempt.code_hash, attempt.gate))
+        fields = {name: getattr(attempt, name) for name in _FIELDS}
+        fields["time"] = repr(attempt.time)
+        fields["outcome"] = attempt.outcome
+        fields["latency"] = "" if attempt.latency is None else repr(attempt.latency)
+        fields["detail"] = attempt.detail
+        args = [attempt.id, repr(attempt.time)]
+        for name, value in fields.items():
+            args += [name, value]
+        with self._failing(f"record attempt {attempt.id}"):
+            added = self._record(keys=keys, args=args)
+        if not added:
+            raise StoreError(f"attempt {attempt.id} is already in the journal")
+
+    def complete(self, attempt_id: str, outcome: str, latency: float | None, detail: str) -> None:
+        latency_field = "" if latency is None else repr(latency)
+        with self._failing(f"complete attempt {attempt_id}"):
+            found = self._complete(
+                keys=[_key("attempt", attempt_id)],
+                args=[attempt_id, outcome, latency_field, detail, PREFIX],
+            )
+        if not found:
+            raise StoreError(f"no attempt {attempt_id} in the journal")
+
+    def lost_answer(self, gate: str, code_hash: str) -> bool:
+        with self._failing("look for lost answers"):
+            return bool(self._client.exists(_key("lost", code_hash, gate)))
+
+    def journal(self, *, since=None, outcome=None, code_hash=None, gate=None, limit=1000):
+        """Reads the smallest index the filters allow, newest first, a page at a time,
+        and checks the other filters on the records themselves."""
+        if code_hash is not None:
+            index, exact = _key("journal", "code", code_hash), outcome is None and gate is None
+        elif outcome is not None:
+            index, exact = _key("journal", "outcome", outcome), gate is None
+        elif gate is not None:
+            index, exact = _key("journal", "gate", gate), True
+        else:
+            index, exact = _key("journal"), True
+        if limit <= 0:
+            return []
+        page = min(limit, PAGE) if exact else PAGE
+        found: list[Attempt] = []
+        with self._failing("read the journal"):
+            for attempt in self._newest_first(index, since, page):
+                if len(found) >= limit:
+                    break
+                if (
+                    (outcome is None or attempt.outcome == outcome)
+                    and (code_hash is None or attempt.code_hash == code_hash)
+                    and (gate is None or attempt.gate == gate)
+                ):
+                    found.append(attempt)
+        return found
+
+    def _newest_first(self, index: str, since: float | None, page: int):
+        """The attempts of ``index`` from ``since`` on, newest first.
+
+        Pages by time rather than by position, so that records added meanwhile (or moved
+        out of an outcome index by ``complete``) neither repeat nor hide others; ids
+        already read at the boundary time are skipped on the next page.
+        """
+        low = "-inf" if since is None else repr(since)
+        high = "+inf"
+        boundary: float | None = None
+        seen_at_boundary: set[str] = set()
+        while True:
+            count = page + len(seen_at_boundary)
+            rows = self._client.zrevrangebyscore(
+                index, high, low, start=0, num=count, withscores=True
+            )
+            fresh = [(id_, score) for id_, score in rows if id_ not in seen_at_boundary]
+            if fresh:
+                pipe = self._client.pipeline(transaction=False)
+                for id_, _score in fresh:
+                    pipe.hgetall(_key("attempt", id_))
+                for fields in pipe.execute():
+                    if fields:
+                        yield _attempt(fields)
+                last = fresh[-1][1]
+                if last != boundary:
+                    boundary, seen_at_boundary = last, set()
+                seen_at_boundary.update(id_ for id_, score in fresh if score == last)
+                high = repr(last)
+            if len(rows) < count or not fresh:
+                return
+
+    # Redemptions
+
+    def redemption(self, gate: str, code_hash: str) -> Redemption | None:
+        with self._failing("read a redemption"):
+            fields = self._client.hgetall(_key("redemption", code_hash, gate))
+        if not fields:
+            return None
+        return Redemption(
+            gate=fields["gate"],
+            code_hash=fields["code_hash"],
+            granted_at=float(fields["granted_at"]),
+            ends_at=float(fields["ends_at"]),
+            devices=int(fields["devices"]),
+        )
+
+    def redeem(self, gate: str, code_hash: str, granted_at: float, ends_at: float) -> None:
+        with self._failing("record a redemption"):
+            self._redeem(
+                keys=[_key("redemption", code_hash, gate)],
+                args=[gate, code_hash, repr(granted_at), repr(ends_at)],
+            )
+
+    def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
+        with self._failing("count a device"):
+            return bool(
+                self._add_device(keys=[_key("redemption", code_hash, gate)], args=[max_devices])
+            )
+
+    # Rate limits
+
+    def hit(self, key: str, window: int, now: float) -> int:
+        start = int(now // window * window)
+        counter = _key("hit", window, start, key)
+        with self._failing("count a hit"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.incr(counter)
+            pipe.expire(counter, max(2 * window, MIN_COUNTER_TTL))
+            count, _ = pipe.execute()
+        return count
+
+    # Support grants
+
+    def use_grant(self, grant_id: str, now: float) -> bool:
+        with self._failing("use a grant"):
+            return bool(self._client.set(_key("grant", grant_id), repr(now), nx=True, ex=GRANT_TTL))
+
+    # Life
+
+    def ping(self) -> None:
+        """A write, not only a PING: a read-only replica or a Redis refusing writes
+        (disk full under persistence) must fail here too."""
+        with self._failing("write"):
+            self._client.set(_key("ping"), "ok", ex=60)
+
+    def close(self) -> None:
+        self._client.close()
