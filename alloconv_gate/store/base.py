@@ -14,7 +14,9 @@ hammers AlloConv through the site:
 Three engines implement it: sqlite (the default; several worker processes on one
 host), redis (several hosts) and memory (tests; one process). Every method does its
 work atomically across all processes sharing the store, or raises :class:`StoreError`;
-what a failure means is the gate's decision (it fails closed). Engines never read the
+what a failure means is the gate's decision (it fails closed). A write that raised may
+still have happened (a timeout on a Redis that answers late): the gate never relies on
+a failed write not having taken place. Engines never read the
 clock: times come from the caller, so tests inject them.
 
 Codes never reach a store in clear: records hold ``code_masked`` and ``code_hash`` (a
@@ -87,7 +89,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def complete(self, attempt_id: str, outcome: str, latency: float | None, detail: str) -> None:
-        """Set the outcome of a pending attempt."""
+        """Set the outcome of an attempt (normally a pending one; the last call wins)."""
 
     @abc.abstractmethod
     def lost_answer(self, gate: str, code_hash: str) -> bool:
@@ -103,7 +105,8 @@ class Store(abc.ABC):
         gate: str | None = None,
         limit: int = 1000,
     ) -> list[Attempt]:
-        """Attempts matching every filter given, newest first, at most ``limit``."""
+        """Attempts matching every filter given, newest first (equal times in no set
+        order), at most ``limit``."""
 
     # Redemptions
 
@@ -131,7 +134,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def hit(self, key: str, window: int, now: float) -> int:
         """Count one event for ``key`` in the fixed window of ``window`` seconds holding
-        ``now`` (it starts at ``now // window * window``); return the window's count."""
+        ``now`` (it starts at ``now // window * window``); return the window's count.
+
+        Counts are per key, window length and window start."""
 
     # Support grants
 
