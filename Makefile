@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-packages
 
 $(VENV)/.installed: setup.py requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# The redis store is tested against a real redis-server (Debian's package).
+system-packages:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server (Debian package) for the redis store's tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+test: lint system-packages
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
