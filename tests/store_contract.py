@@ -90,6 +90,15 @@ class StoreContract:
         store.record(done)
         assert store.journal() == [done]
 
+    def test_complete_again_the_last_outcome_wins(self, store):
+        """A record written as unknown and then recovered shows how it ended."""
+        store.record(attempt())
+        store.complete("a1", "unknown", 5.0, "ReadTimeout")
+        store.complete("a1", "recovered", 0.3, "ERR3")
+        assert [(a.outcome, a.latency, a.detail) for a in store.journal()] == [
+            ("recovered", 0.3, "ERR3")
+        ]
+
     def test_complete_of_an_unknown_attempt_raises(self, store):
         """An outcome with no record to hold it must not vanish silently."""
         with pytest.raises(StoreError):
@@ -244,6 +253,13 @@ class StoreContract:
         assert store.hit("hourly|203.0.113.7", 3600, 10.0) == 1
         assert store.hit("minutely|203.0.113.7", 60, 130.0) == 1
         assert store.hit("hourly|203.0.113.7", 3600, 140.0) == 2
+
+    def test_one_key_with_windows_of_different_lengths_counts_apart(self, store):
+        """Counts are per key, window length and window start: changing a gate's rate_limit
+        from per minute to per hour does not carry the minute's count over."""
+        assert store.hit("gate|203.0.113.7", 60, 0.0) == 1
+        assert store.hit("gate|203.0.113.7", 60, 1.0) == 2
+        assert store.hit("gate|203.0.113.7", 3600, 2.0) == 1
 
     # Support grants
 
