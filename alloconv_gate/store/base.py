@@ -106,7 +106,7 @@ class Store(abc.ABC):
         limit: int = 1000,
     ) -> list[Attempt]:
         """Attempts matching every filter given, newest first (equal times in no set
-        order), at most ``limit``."""
+        order), at most ``limit`` (1 or more)."""
 
     # Redemptions
 

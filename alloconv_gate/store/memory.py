@@ -20,7 +20,7 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._attempts: dict[str, Attempt] = {}
         self._redemptions: dict[tuple[str, str], Redemption] = {}
-        self._counters: dict[tuple[str, int], int] = {}
+        self._counters: dict[tuple[str, int, int], int] = {}
         self._used_grants: set[str] = set()
 
     def record(self, attempt: Attempt) -> None:
@@ -82,10 +82,10 @@ class MemoryStore(Store):
     def hit(self, key: str, window: int, now: float) -> int:
         start = int(now // window * window)
         with self._lock:
-            for old in [k for k in self._counters if k[1] < start]:
-                del self._counters[old]
-            count = self._counters.get((key, start), 0) + 1
-            self._counters[(key, start)] = count
+            for ended in [k for k in self._counters if k[2] + k[1] <= now]:
+                del self._counters[ended]
+            count = self._counters.get((key, window, start), 0) + 1
+            self._counters[(key, window, start)] = count
             return count
 
     def use_grant(self, grant_id: str, now: float) -> bool:
