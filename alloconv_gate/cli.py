@@ -26,6 +26,7 @@ from .alloconv import AlloConv, NumberUnavailable
 from .codes import code_hash, reference
 from .config import MAX_DURATION, ConfigError, GateConfig, parse_duration, parse_options
 from .store import OUTCOMES, Attempt, StoreError, open_store
+from .store.redis_store import redacted
 from .tokens import GRANT_LINK_LIFETIME, GRANT_PARAM, GrantLinks
 
 _USES = ("egg:alloconv_gate", "egg:alloconv_gate#main", "call:alloconv_gate.paste:filter_factory")
@@ -186,7 +187,8 @@ def check_gate(path: str, name: str) -> int:
         store = open_store(config.store)
         store.ping()
         store.close()
-        _line(True, "store", config.store)
+        shown = config.store if config.store.startswith("sqlite") else redacted(config.store)
+        _line(True, "store", shown)
     except StoreError as exc:
         problems += _line(False, "store", str(exc))
     return problems

@@ -318,3 +318,25 @@ class TestSupportLinks:
 
     def test_a_tampered_link_is_refused(self, gate, clock):
         visitor(gate).get(self.link(gate, clock) + "x", status=403)
+
+
+class TestRedisGoingDown:
+    """A real Redis stopped mid-test: nothing granted wrongly, no code spent."""
+
+    def test_submissions_wait_for_redis_and_the_site_stays_up(
+        self, make_gate, sandbox, redis_server, redis_url
+    ):
+        gate = make_gate(store=redis_url)
+        code = sandbox.issue_code()
+        browser = visitor(gate)
+        submit(browser, code, 303)
+        redis_server.stop()
+        try:
+            browser.get("/premium/x", status=200)  # a valid cookie never needs the store
+            fresh = sandbox.issue_code()
+            page = submit(visitor(gate), fresh, 503)
+            assert "pas perdu" in page.text
+            assert not sandbox.is_used(fresh)
+        finally:
+            redis_server.start()
+        submit(visitor(gate), fresh, 303)  # the code was kept unspent: it works now
