@@ -66,6 +66,7 @@ class GateConfig:
     store: str  # a resolved store URL (see alloconv_gate.store)
     max_devices: int
     rate_limit: tuple[int, int] | None  # (submissions, per seconds), or None when off
+    max_pending: int  # AlloConv verifications in flight per process
 
     @property
     def scope(self) -> str:
@@ -99,6 +100,7 @@ OPTIONS = (
     "store",
     "max_devices",
     "rate_limit",
+    "max_pending",
 )
 
 
@@ -133,6 +135,7 @@ def parse_options(options: Mapping[str, Any], *, here: str | None = None) -> Gat
         store=_parse_store(opts.get("store", DEFAULT_STORE), here),
         max_devices=_parse_count("max_devices", opts.get("max_devices", 3), 1, 100),
         rate_limit=_parse_rate_limit(opts.get("rate_limit", "5/minute")),
+        max_pending=_parse_count("max_pending", opts.get("max_pending", 2), 1, 1000),
     )
 
 

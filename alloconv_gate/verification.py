@@ -6,11 +6,13 @@ The rules, in the order they apply:
 2. past ``rate_limit`` submissions per client and gate, the answer is 429 (no call);
 3. **restore**: a code this gate already accepted, whose access has not ended, gets a
    new cookie ending when the first one does, on at most ``max_devices`` browsers;
-4. otherwise a *pending* record is written, and only then is AlloConv asked: if the
+4. past ``max_pending`` verifications in flight in this process, the answer is an
+   immediate 503 (a hanging AlloConv must not hold every server thread);
+5. otherwise a *pending* record is written, and only then is AlloConv asked: if the
    record cannot be written, AlloConv is not asked and the code stays unspent;
-5. **recovery**: AlloConv's ``ERR3`` for a code whose earlier answer was lost on this
+6. **recovery**: AlloConv's ``ERR3`` for a code whose earlier answer was lost on this
    gate means it was consumed then: access is granted;
-6. access is granted on ``OK``; if the store then fails, the visitor still gets the
+7. access is granted on ``OK``; if the store then fails, the visitor still gets the
    cookie they paid for and the whole record goes to the ERROR log.
 
 Nothing here knows WSGI: :meth:`Verifier.submit` returns a :class:`Decision` that the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from .tokens import GrantLinks
 log = logging.getLogger("alloconv_gate")
 
 RETRY_AFTER = 60  # seconds, on 503
+RETRY_AFTER_BUSY = 5  # seconds, on 503 for too many verifications in flight
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Verifier:
         self._clock = clock
         self._hash_key = config.secrets[0]
         self._links = GrantLinks(config.secrets, config.scope, clock)
+        self._in_flight = threading.BoundedSemaphore(config.max_pending)
 
     def submit(self, code: str, client: str, gate: str) -> Decision:
         """Decide on ``code`` (already stripped) sent by ``client`` to ``gate``."""
@@ -96,11 +101,24 @@ class Verifier:
             redemption = self._store.redemption(gate, attempt.code_hash)
             if redemption is not None:
                 return self._restore(attempt, redemption)
-            self._store.record(attempt)
         except StoreError as exc:
             log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
             return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
-        return self._ask(attempt, code)
+        # A hanging AlloConv must not take every server thread: past max_pending
+        # verifications in flight, the answer is an immediate 503.
+        if not self._in_flight.acquire(blocking=False):
+            log.warning("%s not sent: max_pending verifications in flight", _who(attempt))
+            self._record_done(attempt, "unavailable", "max_pending reached")
+            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER_BUSY)
+        try:
+            try:
+                self._store.record(attempt)
+            except StoreError as exc:
+                log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
+                return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
+            return self._ask(attempt, code)
+        finally:
+            self._in_flight.release()
 
     def use_link(self, token: str, client: str, gate: str) -> Decision:
         """A support link (``alloconv-gate grant``): access once, for the time it says."""
