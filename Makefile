@@ -18,13 +18,25 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The redis store is tested against a real redis-server (Debian's package).
+# The redis store is tested against a real redis-server, and the gate page in Chromium
+# (Debian's packages; Playwright drives that Chromium and never downloads a browser).
 system-packages:
-	@command -v redis-server >/dev/null || { \
-		echo "installing redis-server (Debian package) for the redis store's tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the tests:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
-test: lint system-packages
+# axe-core, which the browser tests inject into the gate page (npm registry, locked).
+AXE := tests/browser/node_modules/axe-core/axe.min.js
+$(AXE): tests/browser/package.json tests/browser/package-lock.json | system-packages
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: lint system-packages $(AXE)
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
