@@ -59,7 +59,8 @@ class Verdict(enum.Enum):
     WRONG_PALIER = "wrong-palier"  # ERR4: valid, for a palier this site does not accept
     REFUSED = "refused"  # ERR99, ERR1, ERR2: AlloConv refused the request, code untouched
     UNREACHABLE = "unreachable"  # the request never reached AlloConv, code untouched
-    UNKNOWN = "unknown"  # sent, but the answer was lost or not understood: maybe consumed
+    UNKNOWN = "unknown"  # sent, but the answer was lost (timeout, broken connection)
+    ERROR = "error"  # an answer that is none of the documented ones (HTTP error, garbage)
 
     @property
     def is_visitors_fault(self) -> bool:
@@ -134,12 +135,14 @@ class AlloConv:
         for attempt in (1, 2):
             try:
                 answer = self._get("api-micropaiement", params)
+            except requests.HTTPError as exc:
+                return Check(Verdict.ERROR, self.redact(exc, code), time.monotonic() - started)
             except requests.RequestException as exc:
                 if attempt == 1 and _refused(exc):
                     continue
                 verdict = Verdict.UNREACHABLE if _never_sent(exc) else Verdict.UNKNOWN
                 return Check(verdict, self.redact(exc, code), time.monotonic() - started)
-            verdict = _VERDICTS.get(answer.upper(), Verdict.UNKNOWN)
+            verdict = _VERDICTS.get(answer.upper(), Verdict.ERROR)
             # An unexpected answer may echo the request, key included.
             return Check(verdict, self.redact(answer, code)[:80], time.monotonic() - started)
         raise AssertionError("unreachable")  # pragma: no cover

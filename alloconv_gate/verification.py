@@ -10,8 +10,11 @@ The rules, in the order they apply:
    immediate 503 (a hanging AlloConv must not hold every server thread);
 5. otherwise a *pending* record is written, and only then is AlloConv asked: if the
    record cannot be written, AlloConv is not asked and the code stays unspent;
-6. **recovery**: AlloConv's ``ERR3`` for a code whose earlier answer was lost on this
-   gate means it was consumed then: access is granted;
+6. **recovery**: AlloConv's ``ERR3`` for a code whose earlier answer on this gate was
+   lost after sending (a timeout or a broken connection, in the last day), or whose
+   earlier attempt a dead worker left pending, means it was consumed then: access is
+   granted. An answer that came back garbled (HTTP 500, junk) is not a lost one: ERR3
+   also answers codes that never existed, so recovery is kept to real losses;
 7. access is granted on ``OK``; if the store then fails, the visitor still gets the
    cookie they paid for and the whole record goes to the ERROR log.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable
@@ -31,13 +35,18 @@ from dataclasses import dataclass
 from .alloconv import AlloConv, Check, Verdict
 from .codes import code_hash, local_problem, mask_code, reference
 from .config import GateConfig
-from .store import Attempt, Store, StoreError
+from .store import PENDING, Attempt, Store, StoreError
 from .tokens import GrantLinks
 
 log = logging.getLogger("alloconv_gate")
 
 RETRY_AFTER = 60  # seconds, on 503
 RETRY_AFTER_BUSY = 5  # seconds, on 503 for too many verifications in flight
+# An answer lost this long ago no longer proves anything: ERR3 is also what a code
+# that never existed gets, so recovery must not be stockpiled during an outage.
+RECOVERY_WINDOW = 86400
+# A pending record older than the timeout and this margin was left by a worker that died.
+PENDING_GRACE = 60
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ class Verifier:
         self._alloconv = alloconv
         self._store = store
         self._clock = clock
-        self._hash_key = config.secrets[0]
+        self._hash_keys = config.secrets  # the first hashes new records; all find old ones
         self._links = GrantLinks(config.secrets, config.scope, clock)
         self._in_flight = threading.BoundedSemaphore(config.max_pending)
 
@@ -87,8 +96,9 @@ class Verifier:
             palier=self.config.palier,
             client=client,
             code_masked=mask_code(code),
-            code_hash=code_hash(self._hash_key, code),
+            code_hash=code_hash(self._hash_keys[0], code),
         )
+        hashes = [code_hash(key, code) for key in self._hash_keys]
         problem = local_problem(code)
         if problem:
             self._record_done(attempt, "refused-locally", problem)
@@ -98,7 +108,7 @@ class Verifier:
             if limited:
                 self._record_done(attempt, "rate-limited", "")
                 return limited
-            redemption = self._store.redemption(gate, attempt.code_hash)
+            redemption = self._redemption(gate, hashes)
             if redemption is not None:
                 return self._restore(attempt, redemption)
         except StoreError as exc:
@@ -116,7 +126,7 @@ class Verifier:
             except StoreError as exc:
                 log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
                 return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
-            return self._ask(attempt, code)
+            return self._ask(attempt, code, hashes)
         finally:
             self._in_flight.release()
 
@@ -145,7 +155,7 @@ class Verifier:
         if self._store.hit(key, window, attempt.time) <= limit:
             return None
         log.warning("%s refused: over rate_limit", _who(attempt))
-        retry_after = int(attempt.time // window * window + window - attempt.time) + 1
+        retry_after = math.ceil(attempt.time // window * window + window - attempt.time)
         return refuse(429, "error_rate_limited", retry_after=retry_after)
 
     def _restore(self, attempt: Attempt, redemption) -> Decision:
@@ -153,31 +163,25 @@ class Verifier:
         if redemption.ends_at <= attempt.time:
             self._record_done(attempt, "invalid", "access already ended")
             return refuse(402, "error_access_ended")
-        if not self._store.add_device(attempt.gate, attempt.code_hash, self.config.max_devices):
+        if not self._store.add_device(attempt.gate, redemption.code_hash, self.config.max_devices):
             self._record_done(attempt, "invalid", "max_devices reached")
             return refuse(402, "error_too_many_devices")
         self._record_done(attempt, "restored", "")
         log.info("%s restored until %d", _who(attempt), redemption.ends_at)
         return Decision(until=int(redemption.ends_at))
 
-    def _ask(self, attempt: Attempt, code: str) -> Decision:
+    def _ask(self, attempt: Attempt, code: str, hashes: list[str]) -> Decision:
         """The pending record is written: ask AlloConv, then complete it."""
         check = self._alloconv.verify(code)
         verdict = check.verdict
         if verdict is Verdict.OK:
             return self._grant(attempt, check, "ok")
-        if verdict is Verdict.INVALID and self._answer_was_lost(attempt):
-            log.warning(
-                "%s: AlloConv says ERR3 for a code whose earlier answer was lost: "
-                "it was consumed then; access granted",
-                _who(attempt),
-            )
-            return self._grant(attempt, check, "recovered")
-        if verdict.is_visitors_fault:
+        if verdict is Verdict.INVALID:
+            return self._used(attempt, check, hashes)
+        if verdict is Verdict.WRONG_PALIER:
             log.info("%s refused: %s", _who(attempt), check.answer)
-            self._complete(attempt, verdict.value, check)
-            error = "error_invalid" if verdict is Verdict.INVALID else "error_wrong_palier"
-            return refuse(402, error)
+            self._complete(attempt, "wrong-palier", check)
+            return refuse(402, "error_wrong_palier")
         ref = reference(attempt.code_hash)
         log.error(
             "%s not verified (reference %s): %s: %r",
@@ -188,14 +192,69 @@ class Verifier:
         )
         if check.answer.upper() == "ERR99":
             log.error("AlloConv refused the API key (ERR99): check the 'api_key' option")
-        lost = verdict is Verdict.UNKNOWN
-        self._complete(attempt, "unknown" if lost else "unavailable", check)
+        self._complete(attempt, "unknown" if verdict is Verdict.UNKNOWN else "unavailable", check)
+        # Only a refusal before the code reached AlloConv (unreachable, ERR99/1/2) is sure
+        # to have left it unspent; after a lost or garbled answer the page says so.
+        spent_maybe = verdict in (Verdict.UNKNOWN, Verdict.ERROR)
         return refuse(
             503,
-            "error_lost" if lost else "error_unavailable",
+            "error_lost" if spent_maybe else "error_unavailable",
             reference=ref,
             retry_after=RETRY_AFTER,
         )
+
+    def _used(self, attempt: Attempt, check: Check, hashes: list[str]) -> Decision:
+        """ERR3: unknown or already used. Used *here* is not a refusal:
+
+        - a redemption that appeared meanwhile (the same code sent twice at once, from a
+          double click or two tabs): restore;
+        - an earlier attempt of this code on this gate whose answer was lost, or that
+          a crash left pending: it was consumed then; recovery.
+        """
+        try:
+            redemption = self._redemption(attempt.gate, hashes)
+            if redemption is not None:
+                self._complete(attempt, "invalid", check)
+                return self._restore(dataclasses.replace(attempt, id=uuid.uuid4().hex), redemption)
+            lost = self._lost_before(attempt, hashes)
+        except StoreError as exc:
+            log.error("store failed after ERR3 for %s: %s", _who(attempt), exc)
+            self._complete(attempt, "unavailable", check)
+            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
+        if lost:
+            log.warning(
+                "%s: AlloConv says ERR3 for a code whose earlier answer was lost: "
+                "it was consumed then; access granted",
+                _who(attempt),
+            )
+            return self._grant(attempt, check, "recovered")
+        log.info("%s refused: %s", _who(attempt), check.answer)
+        self._complete(attempt, "invalid", check)
+        return refuse(402, "error_invalid")
+
+    def _redemption(self, gate: str, hashes: list[str]):
+        for hashed in hashes:
+            redemption = self._store.redemption(gate, hashed)
+            if redemption is not None:
+                return redemption
+        return None
+
+    def _lost_before(self, attempt: Attempt, hashes: list[str]) -> bool:
+        """Whether an earlier attempt of this code on this gate may have consumed it.
+
+        That is an ``unknown`` answer in the last RECOVERY_WINDOW, or a ``pending`` record
+        that its request outlived (its worker died while AlloConv was being asked).
+        """
+        stale = attempt.time - self.config.timeout - PENDING_GRACE
+        for hashed in hashes:
+            for earlier in self._store.journal(gate=attempt.gate, code_hash=hashed, limit=50):
+                if earlier.id == attempt.id:
+                    continue
+                if earlier.outcome == "unknown" and earlier.time > attempt.time - RECOVERY_WINDOW:
+                    return True
+                if earlier.outcome == PENDING and earlier.time < stale:
+                    return True
+        return False
 
     def _grant(self, attempt: Attempt, check: Check, outcome: str) -> Decision:
         until = int(attempt.time) + self.config.duration
@@ -210,13 +269,6 @@ class Verifier:
             log.error("store failed after AlloConv accepted a code: %s; record: %r", exc, done)
         log.info("%s %s in %.2fs", _who(attempt), outcome, check.latency)
         return Decision(until=until)
-
-    def _answer_was_lost(self, attempt: Attempt) -> bool:
-        try:
-            return self._store.lost_answer(attempt.gate, attempt.code_hash)
-        except StoreError as exc:
-            log.error("store failed while looking for a lost answer: %s", exc)
-            return False
 
     def _complete(self, attempt: Attempt, outcome: str, check: Check) -> None:
         try:

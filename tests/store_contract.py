@@ -113,36 +113,6 @@ class StoreContract:
         assert store.journal() == [first]
 
     @pytest.mark.parametrize(
-        ("recorded", "expected"),
-        [
-            pytest.param(attempt(outcome="unknown"), True, id="unknown-same-gate-and-code"),
-            pytest.param(attempt(outcome="unknown", gate=OTHER_GATE), False, id="other-gate"),
-            pytest.param(attempt(outcome="unknown", code_hash=OTHER_HASH), False, id="other-code"),
-            pytest.param(attempt(), False, id="still-pending"),
-            pytest.param(attempt(outcome="ok"), False, id="ok"),
-            pytest.param(attempt(outcome="invalid"), False, id="invalid"),
-            pytest.param(attempt(outcome="unavailable"), False, id="unavailable"),
-            pytest.param(attempt(outcome="recovered"), False, id="already-recovered"),
-        ],
-    )
-    def test_lost_answer_only_for_an_unknown_outcome_of_this_code_on_this_gate(
-        self, store, recorded, expected
-    ):
-        """An ERR3 becomes access only when this gate lost the answer for this very code."""
-        store.record(recorded)
-        assert store.lost_answer(GATE, HASH) is expected
-
-    def test_lost_answer_sees_a_pending_record_completed_as_unknown(self, store):
-        """The gate writes pending first, then completes with unknown when the answer is lost."""
-        store.record(attempt())
-        assert store.lost_answer(GATE, HASH) is False
-        store.complete("a1", "unknown", 5.0, "ReadTimeout")
-        assert store.lost_answer(GATE, HASH) is True
-
-    def test_lost_answer_in_an_empty_journal(self, store):
-        assert store.lost_answer(GATE, HASH) is False
-
-    @pytest.mark.parametrize(
         ("filters", "expected"),
         [
             pytest.param(

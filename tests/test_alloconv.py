@@ -55,9 +55,9 @@ class TestVerify:
     @pytest.mark.parametrize(
         ("fault", "verdict"),
         [
-            pytest.param("error500", Verdict.UNKNOWN, id="http-500"),
-            pytest.param("garbage", Verdict.UNKNOWN, id="html-garbage"),
-            pytest.param("empty", Verdict.UNKNOWN, id="empty-body"),
+            pytest.param("error500", Verdict.ERROR, id="http-500"),
+            pytest.param("garbage", Verdict.ERROR, id="html-garbage"),
+            pytest.param("empty", Verdict.ERROR, id="empty-body"),
             pytest.param("drop", Verdict.UNKNOWN, id="dropped-after-sending"),
         ],
     )
@@ -161,7 +161,7 @@ class TestOddAnswers:
     def test_an_answer_echoing_the_request_is_redacted(self):
         with serve_answer(b"Erreur: requete code1=ABCDEFGH1234&cle=sandbox-key invalide") as srv:
             check = AlloConv(srv.url, KEY).verify("ABCDEFGH1234")
-        assert check.verdict is Verdict.UNKNOWN
+        assert check.verdict is Verdict.ERROR
         assert KEY not in check.answer
         assert "ABCDEFGH1234" not in check.answer
 

@@ -78,7 +78,6 @@ class TestSeveralHosts:
         first.record(attempt("a1"))
         second.complete("a1", "unknown", 3.5, "ReadTimeout")
         assert [(a.id, a.outcome, a.latency) for a in first.journal()] == [("a1", "unknown", 3.5)]
-        assert first.lost_answer("/paid", "ab" * 8)
 
     def test_one_id_recorded_by_two_hosts_at_once_is_kept_once(self, hosts):
         first, second = hosts
@@ -175,7 +174,6 @@ class TestJournalPages:
 CALLS = [
     pytest.param(lambda s: s.record(attempt("a1")), id="record"),
     pytest.param(lambda s: s.complete("a2", "ok", 0.2, "OK"), id="complete"),
-    pytest.param(lambda s: s.lost_answer("/paid", "ab" * 8), id="lost_answer"),
     pytest.param(lambda s: s.journal(outcome="unknown"), id="journal"),
     pytest.param(lambda s: s.redemption("/paid", "ab" * 8), id="redemption"),
     pytest.param(lambda s: s.redeem("/paid", "ab" * 8, 1000.0, 2000.0), id="redeem"),

@@ -13,8 +13,9 @@ from clock import FakeClock
 from webtest import TestApp
 
 from alloconv_gate import Gate
+from alloconv_gate.alloconv import AlloConv as AlloConvClient
 from alloconv_gate.codes import code_hash
-from alloconv_gate.store import StoreError
+from alloconv_gate.store import Attempt, StoreError
 from alloconv_gate.store.memory import MemoryStore
 from alloconv_gate.tokens import GrantLinks
 
@@ -340,3 +341,127 @@ class TestRedisGoingDown:
         finally:
             redis_server.start()
         submit(visitor(gate), fresh, 303)  # the code was kept unspent: it works now
+
+
+class TestRecoveryIsKeptToRealLosses:
+    """ERR3 also answers codes that never existed: recovery must not hand them access."""
+
+    @pytest.mark.parametrize("fault", ["error500", "garbage", "empty"])
+    def test_a_made_up_code_sent_during_a_garbled_answer_stays_refused(
+        self, gate, sandbox, clock, fault
+    ):
+        sandbox.set_fault(fault, script="api-micropaiement")
+        browser = visitor(gate)
+        submit(browser, "MADEUP12", 503)
+        sandbox.clear_fault()
+        clock.advance(60)
+        submit(browser, "MADEUP12", 402)
+
+    def test_a_lost_answer_older_than_a_day_no_longer_recovers(self, gate, sandbox, clock):
+        code = sandbox.issue_code()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        submit(visitor(gate), code, 503)
+        sandbox.clear_fault()
+        clock.advance(86400 + 1)
+        submit(visitor(gate), code, 402)
+
+    def test_a_pending_record_left_by_a_dead_worker_recovers(self, gate, sandbox, clock):
+        code = sandbox.issue_code()
+        sandbox.set_fault("hang", script="api-micropaiement")
+        # a worker that wrote the pending record, sent the code, and died
+        gate.store.record(
+            Attempt(
+                "dead",
+                clock.now,
+                gate.config.scope,
+                "fra1",
+                "192.0.2.1",
+                code[:4] + "****",
+                code_hash(SECRET, code),
+            )
+        )
+        sandbox.clear_fault()
+        AlloConvClient(gate.config.api_base, KEY).verify(code)  # what the dead worker sent
+        clock.advance(2 + 61)  # past timeout and the grace
+        submit(visitor(gate), code, 303)
+        assert journal(gate)[0].outcome == "recovered"
+
+    def test_a_recent_pending_record_is_not_yet_a_loss(self, gate, sandbox, clock):
+        code = sandbox.issue_code()
+        gate.store.record(
+            Attempt(
+                "inflight",
+                clock.now,
+                gate.config.scope,
+                "fra1",
+                "192.0.2.1",
+                code[:4] + "****",
+                code_hash(SECRET, code),
+            )
+        )
+        AlloConvClient(gate.config.api_base, KEY).verify(code)
+        clock.advance(1)  # the other request may still get its OK
+        submit(visitor(gate), code, 402)
+
+
+class TestSecretRotation:
+    """Rotating the secret (new first, old kept) keeps restores and recoveries working."""
+
+    NEW = "a-brand-new-secret-after-rotation-0123456789"
+
+    def test_restore_after_rotation(self, make_gate, sandbox, clock):
+        store = MemoryStore()
+        before = make_gate()
+        before.store = before._verifier._store = store
+        code = sandbox.issue_code()
+        submit(visitor(before), code, 303)
+        clock.advance(60)
+        after = make_gate(secret=f"{self.NEW} {SECRET}")
+        after.store = after._verifier._store = store
+        submit(visitor(after), code, 303)
+        assert store.journal()[0].outcome == "restored"
+
+    def test_recovery_after_rotation(self, make_gate, sandbox, clock):
+        store = MemoryStore()
+        before = make_gate()
+        before.store = before._verifier._store = store
+        code = sandbox.issue_code()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        submit(visitor(before), code, 503)
+        sandbox.clear_fault()
+        clock.advance(60)
+        after = make_gate(secret=f"{self.NEW} {SECRET}")
+        after.store = after._verifier._store = store
+        submit(visitor(after), code, 303)
+        assert store.journal()[0].outcome == "recovered"
+
+
+class RedemptionLateStore(MemoryStore):
+    """The first look-up misses the redemption, as when two tabs send one code at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.misses = 1
+
+    def redemption(self, gate, code_hash):
+        if self.misses:
+            self.misses -= 1
+            return None
+        return super().redemption(gate, code_hash)
+
+
+class TestTheSameCodeTwiceAtOnce:
+    def test_the_second_tab_is_restored_not_refused(self, gate, sandbox):
+        code = sandbox.issue_code()
+        submit(visitor(gate), code, 303)
+        late = RedemptionLateStore()
+        late._redemptions = gate.store._redemptions
+        gate.store = gate._verifier._store = late
+        submit(visitor(gate), code, 303)  # AlloConv said ERR3: it was ours
+
+    def test_a_store_failing_after_err3_is_503_not_invalid(self, gate, sandbox):
+        code = sandbox.issue_code()
+        TestApp(gate).post("/premium/x", {"code": code}, status=303)
+        failing = FailingStore("redemption")
+        gate.store = gate._verifier._store = failing
+        submit(visitor(gate), "ZZZZ9999", 503)

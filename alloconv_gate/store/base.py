@@ -92,10 +92,6 @@ class Store(abc.ABC):
         """Set the outcome of an attempt (normally a pending one; the last call wins)."""
 
     @abc.abstractmethod
-    def lost_answer(self, gate: str, code_hash: str) -> bool:
-        """Whether the journal holds an ``unknown`` attempt for this code on this gate."""
-
-    @abc.abstractmethod
     def journal(
         self,
         *,

@@ -39,13 +39,6 @@ class MemoryStore(Store):
                 attempt, outcome=outcome, latency=latency, detail=detail
             )
 
-    def lost_answer(self, gate: str, code_hash: str) -> bool:
-        with self._lock:
-            return any(
-                a.gate == gate and a.code_hash == code_hash and a.outcome == "unknown"
-                for a in self._attempts.values()
-            )
-
     def journal(self, *, since=None, outcome=None, code_hash=None, gate=None, limit=1000):
         with self._lock:
             found = [

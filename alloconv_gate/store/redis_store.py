@@ -12,8 +12,6 @@ Every key starts with ``alloconv_gate:``:
 - ``journal``: a sorted set of attempt ids by time, and the same per
   ``journal:gate:GATE``, ``journal:code:CODE_HASH`` and ``journal:outcome:OUTCOME``, so
   that a filtered look-up reads only what it may return;
-- ``lost:CODE_HASH:GATE``: a set of the ids of ``unknown`` attempts (code hashes are hex,
-  so the first colon after the prefix ends the hash);
 - ``redemption:CODE_HASH:GATE``: a hash: granted_at, ends_at, devices;
 - ``hit:WINDOW:START:KEY``: a rate-limit counter for the window of WINDOW seconds
   starting at START;
@@ -51,13 +49,12 @@ PAGE = 500
 
 _FIELDS = ("id", "time", "gate", "palier", "client", "code_masked", "code_hash")
 
-# KEYS: attempt, journal, gate index, code index, outcome index[, lost set]
+# KEYS: attempt, journal, gate index, code index, outcome index
 # ARGV: id, time, then the attempt's hash as field, value pairs
 _RECORD = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
-if KEYS[6] then redis.call('SADD', KEYS[6], ARGV[1]) end
 return 1
 """
 
@@ -65,16 +62,13 @@ return 1
 # ARGV: id, outcome, latency, detail, prefix
 # The index keys depend on what the record holds, so they are built here, as _key does.
 _COMPLETE = """
-local old = redis.call('HMGET', KEYS[1], 'outcome', 'time', 'gate', 'code_hash')
+local old = redis.call('HMGET', KEYS[1], 'outcome', 'time')
 if not old[1] then return 0 end
 redis.call('HSET', KEYS[1], 'outcome', ARGV[2], 'latency', ARGV[3], 'detail', ARGV[4])
 if old[1] ~= ARGV[2] then
     local index = ARGV[5] .. 'journal:outcome:'
     redis.call('ZREM', index .. old[1], ARGV[1])
     redis.call('ZADD', index .. ARGV[2], old[2], ARGV[1])
-    local lost = ARGV[5] .. 'lost:' .. old[4] .. ':' .. old[3]
-    if old[1] == 'unknown' then redis.call('SREM', lost, ARGV[1]) end
-    if ARGV[2] == 'unknown' then redis.call('SADD', lost, ARGV[1]) end
 end
 return 1
 """
@@ -192,8 +186,6 @@ class RedisStore(Store):
             _key("journal", "code", attempt.code_hash),
             _key("journal", "outcome", attempt.outcome),
         ]
-        if attempt.outcome == "unknown":
-            keys.append(_key("lost", attempt.code_hash, attempt.gate))
         fields = {name: getattr(attempt, name) for name in _FIELDS}
         fields["time"] = repr(attempt.time)
         fields["outcome"] = attempt.outcome
@@ -216,10 +208,6 @@ class RedisStore(Store):
             )
         if not found:
             raise StoreError(f"no attempt {attempt_id} in the journal")
-
-    def lost_answer(self, gate: str, code_hash: str) -> bool:
-        with self._failing("look for lost answers"):
-            return bool(self._client.exists(_key("lost", code_hash, gate)))
 
     def journal(self, *, since=None, outcome=None, code_hash=None, gate=None, limit=1000):
         """Reads the smallest index the filters allow, newest first, a page at a time,

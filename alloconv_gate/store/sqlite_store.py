@@ -48,7 +48,7 @@ _SCHEMA = (
         detail TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts (time)",
-    # lost_answer, and the journal of one code (on one gate or all)
+    # the journal of one code (on one gate or all)
     "CREATE INDEX IF NOT EXISTS attempts_by_code ON attempts (code_hash, gate, outcome)",
     "CREATE INDEX IF NOT EXISTS attempts_by_outcome ON attempts (outcome, time)",
     """CREATE TABLE IF NOT EXISTS redemptions (
@@ -197,15 +197,6 @@ class SqliteStore(Store):
                 raise StoreError(
                     f"sqlite store {self.path}: no attempt {attempt_id} in the journal"
                 )
-
-    def lost_answer(self, gate: str, code_hash: str) -> bool:
-        with self._read("look for a lost answer") as conn:
-            row = conn.execute(
-                "SELECT 1 FROM attempts WHERE code_hash = ? AND gate = ? AND outcome = 'unknown' "
-                "LIMIT 1",
-                (code_hash, gate),
-            ).fetchone()
-        return row is not None
 
     def journal(
         self,
