@@ -123,7 +123,10 @@ class Gate:
         if not _same_origin(request):
             log.warning("refused a code submission from origin %r", request.headers["Origin"])
             return self._page(request, 403, "error_forbidden")
-        if (request.content_length or 0) > MAX_FORM_BYTES:
+        length = request.content_length
+        if length is not None and length < 0:  # webob would read such a body whole
+            return self._page(request, 400, "error_malformed")
+        if (length or 0) > MAX_FORM_BYTES:
             return self._page(request, 413, "error_too_large")
         body = request.body_file.read(MAX_FORM_BYTES + 1)
         if len(body) > MAX_FORM_BYTES:

@@ -90,7 +90,9 @@ def access_cookie(response):
     return header
 
 
-def call_wsgi(gate, path, *, method="GET", body=b"", cookie=None, content_type=None):
+def call_wsgi(
+    gate, path, *, method="GET", body=b"", cookie=None, content_type=None, content_length=None
+):
     """Call the gate as a server would, returning (status, headers, iterable)."""
     environ = {
         "REQUEST_METHOD": method,
@@ -100,7 +102,7 @@ def call_wsgi(gate, path, *, method="GET", body=b"", cookie=None, content_type=N
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_LENGTH": str(len(body)) if content_length is None else content_length,
         "wsgi.input": io.BytesIO(body),
         "wsgi.url_scheme": "http",
         "wsgi.errors": io.StringIO(),
@@ -386,6 +388,21 @@ class TestCodeSubmission:
             content_type="application/x-www-form-urlencoded",
             status=400,
         )
+        assert sandbox.calls["api-micropaiement"] == 0
+
+    @pytest.mark.parametrize("length", ["-1", "-100000"])
+    def test_a_negative_content_length_is_400_unread(self, make_gate, sandbox, length):
+        body = f"code={sandbox.issue_code()}&pad=".encode() + b"A" * 100_000
+        environ, answer, _ = call_wsgi(
+            make_gate(),
+            "/premium/x",
+            method="POST",
+            body=body,
+            content_type="application/x-www-form-urlencoded",
+            content_length=length,
+        )
+        assert answer["status"] == "400 Bad Request"
+        assert environ["wsgi.input"].tell() == 0
         assert sandbox.calls["api-micropaiement"] == 0
 
     def test_what_the_visitor_typed_is_escaped(self, browser):
