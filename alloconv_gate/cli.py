@@ -29,6 +29,8 @@ from .store import OUTCOMES, Attempt, StoreError, open_store
 from .store.redis_store import redacted
 from .tokens import GRANT_LINK_LIFETIME, GRANT_PARAM, GrantLinks
 
+# How many records a journal look-up reads before filtering by gate and reference.
+SCAN_LIMIT = 100_000
 _USES = ("egg:alloconv_gate", "egg:alloconv_gate#main", "call:alloconv_gate.paste:filter_factory")
 
 
@@ -72,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     journal.add_argument("--since", metavar="DURATION", help="e.g. 24h, 7d (default: all)")
     journal.add_argument("--outcome", choices=OUTCOMES)
     journal.add_argument("--code", help="the code the visitor read out (never stored in clear)")
+    journal.add_argument("--reference", help="the reference the gate page showed the visitor")
     journal.add_argument("--format", choices=("table", "csv", "json"), default="table")
     journal.add_argument("--limit", type=int, default=1000)
     journal.set_defaults(command=cmd_journal)
@@ -124,7 +127,10 @@ def load_gate(path: str, name: str) -> GateConfig:
         raise CommandError(
             "reading an ini needs PasteDeploy: pip install alloconv_gate[paste]"
         ) from None
-    context = loadcontext(FILTER, f"config:{os.path.abspath(path)}", name=name)
+    try:
+        context = loadcontext(FILTER, f"config:{os.path.abspath(path)}", name=name)
+    except (configparser.Error, LookupError, ValueError) as exc:
+        raise CommandError(f"{path}: {exc}") from None
     return parse_options(context.local_conf, here=context.global_conf.get("here"))
 
 
@@ -165,7 +171,7 @@ def check_gate(path: str, name: str) -> int:
     """Print one line per check; return the number of problems."""
     try:
         config = load_gate(path, name)
-    except ConfigError as exc:
+    except (ConfigError, CommandError) as exc:
         _line(False, "options", str(exc))
         return 1
     _line(True, "options", f"palier {config.palier}, prefixes {' '.join(config.prefixes)}")
@@ -183,13 +189,25 @@ def check_gate(path: str, name: str) -> int:
         problems += _line(False, "api_key", "refused by AlloConv (ERR99)")
     else:
         problems += _line(False, "api_key", f"could not be checked: {key_check.answer}")
+    shown = config.store if config.store.startswith("sqlite") else redacted(config.store)
+    if config.store == "memory":
+        _line(True, "store", "memory: in the site's process only, nothing shared or kept")
+        return problems
+    if config.store.startswith("sqlite:///"):
+        path = config.store[len("sqlite:///") :]
+        folder = os.path.dirname(path)
+        if not os.path.exists(path):
+            if os.path.isdir(folder) and os.access(folder, os.W_OK):
+                _line(True, "store", f"{shown} (the site creates it when it starts)")
+            else:
+                problems += _line(False, "store", f"{folder} is not a folder the site can write")
+            return problems
     try:
-        store = open_store(config.store)
+        store = _open(config)
         store.ping()
         store.close()
-        shown = config.store if config.store.startswith("sqlite") else redacted(config.store)
         _line(True, "store", shown)
-    except StoreError as exc:
+    except (StoreError, CommandError) as exc:
         problems += _line(False, "store", str(exc))
     return problems
 
@@ -212,17 +230,18 @@ def cmd_journal(args) -> int:
             since = time.time() - parse_duration("--since", args.since, 100 * 365 * 86400)
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
-    hashes = (
-        [code_hash(secret, args.code.strip()) for secret in config.secrets] if args.code else [None]
-    )
+    code = "".join(args.code.split()) if args.code else None
+    # Records are hashed with the first secret of their day: try every configured one.
+    hashes = [code_hash(secret, code) for secret in config.secrets] if code else [None]
     store = _open(config)
     try:
         attempts = [
             attempt
             for hashed in hashes
             for attempt in store.journal(
-                since=since, outcome=args.outcome, code_hash=hashed, limit=args.limit
+                since=since, outcome=args.outcome, code_hash=hashed, limit=SCAN_LIMIT
             )
+            if _of_gate(attempt, config) and _has_reference(attempt, args.reference)
         ]
     except StoreError as exc:
         raise CommandError(str(exc)) from None
@@ -232,6 +251,15 @@ def cmd_journal(args) -> int:
     rows = [_row(a) for a in attempts[: args.limit]]
     _print_rows(rows, args.format)
     return 0
+
+
+def _of_gate(attempt: Attempt, config: GateConfig) -> bool:
+    """Whether ``attempt`` was made at this gate (wherever the site mounts it)."""
+    return attempt.gate == config.scope or attempt.gate.startswith(config.scope + "@")
+
+
+def _has_reference(attempt: Attempt, wanted: str | None) -> bool:
+    return wanted is None or reference(attempt.code_hash) == wanted.strip().upper()
 
 
 def _row(attempt: Attempt) -> dict[str, str]:
@@ -278,6 +306,11 @@ def cmd_grant(args) -> int:
         )
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+    if duration > config.duration:
+        raise CommandError(
+            f"option '--for': at most the gate's duration ({config.duration}s): "
+            f"the access cookie cannot outlive it"
+        )
     grant_id = uuid.uuid4().hex
     token = GrantLinks(config.secrets, config.scope).issue(grant_id, duration)
     store = _open(config)
@@ -309,6 +342,14 @@ def cmd_grant(args) -> int:
 
 
 def _open(config: GateConfig):
+    """The site's store, never created here: a file made by this command (run as another
+    user, say root) could leave the site's workers unable to write it."""
+    if config.store == "memory":
+        raise CommandError("store = memory lives in the site's process: nothing to read here")
+    if config.store.startswith("sqlite:///"):
+        path = config.store[len("sqlite:///") :]
+        if not os.path.exists(path):
+            raise CommandError(f"no journal at {path} yet: the site creates it when it starts")
     try:
         return open_store(config.store)
     except StoreError as exc:

@@ -3,7 +3,9 @@
 import csv
 import io
 import json
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from paste.deploy import loadapp
@@ -66,7 +68,7 @@ def site(ini):
 
 
 class TestCheck:
-    def test_a_good_configuration(self, capsys, ini, sandbox):
+    def test_a_good_configuration(self, capsys, ini, site, sandbox):
         status, out, _ = run(capsys, "check", ini)
         assert status == 0
         assert "ok   number: 08 99 23 45 67" in out
@@ -110,6 +112,12 @@ class TestCheck:
         status, out, _ = run(capsys, "check", ini, "--filter", "videos")
         assert "[filter:premium]" not in out
 
+    def test_a_broken_ini_is_a_failure_not_a_traceback(self, capsys, tmp_path, sandbox_url):
+        ini = write_ini(tmp_path, sandbox_url, extra="number = %(missing)s\n")
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 1
+        assert "FAIL options" in out
+
     def test_no_such_file(self, capsys, tmp_path):
         status, _, err = run(capsys, "check", tmp_path / "nope.ini")
         assert status == 2
@@ -150,9 +158,53 @@ class TestJournal:
         [row] = json.loads(out)
         assert row["reference"] in page.text
 
-    def test_no_records(self, capsys, ini):
+    def test_no_records(self, capsys, ini, site):
         status, out, _ = run(capsys, "journal", ini)
         assert (status, out.strip()) == (0, "no records")
+
+    def test_before_the_site_ever_started(self, capsys, ini):
+        status, _, err = run(capsys, "journal", ini)
+        assert status == 2
+        assert "no journal at" in err
+        assert not (Path(ini).parent / "alloconv_gate.sqlite3").exists()  # not created here
+
+    def test_by_reference_and_only_this_gate(self, capsys, tmp_path, sandbox_url, sandbox):
+        ini = write_ini(tmp_path, sandbox_url, second_gate=True)
+        site = TestApp(loadapp(f"config:{ini}"))
+        sandbox.set_fault("drop", script="api-micropaiement")
+        page = site.post("/premium/alpine-huts", {"code": sandbox.issue_code()}, status=503)
+        site.post("/videos/x", {"code": sandbox.issue_code()}, status=503)
+        [ref] = re.findall(r"\b[0-9A-F]{10}\b", page.html.find(attrs={"role": "alert"}).text)
+        _, out, _ = run(capsys, "journal", ini, "--filter", "premium", "--format", "json")
+        assert len(json.loads(out)) == 1
+        _, out, _ = run(
+            capsys,
+            "journal",
+            ini,
+            "--filter",
+            "videos",
+            "--reference",
+            ref.lower(),
+            "--format",
+            "json",
+        )
+        assert json.loads(out) == []
+        _, out, _ = run(
+            capsys, "journal", ini, "--filter", "premium", "--reference", ref, "--format", "json"
+        )
+        assert [r["reference"] for r in json.loads(out)] == [ref]
+
+    def test_a_code_read_out_with_spaces_and_after_a_secret_rotation(
+        self, capsys, tmp_path, sandbox_url, sandbox
+    ):
+        ini = write_ini(tmp_path, sandbox_url)
+        code = sandbox.issue_code()
+        TestApp(loadapp(f"config:{ini}")).post("/premium/x", {"code": code}, status=303)
+        new = "a-rotated-in-secret-that-is-long-enough-012345"
+        Path(ini).write_text(Path(ini).read_text().replace(SECRET, f"{new} {SECRET}"))
+        spaced = f"{code[:4]} {code[4:]}"
+        _, out, _ = run(capsys, "journal", ini, "--code", spaced, "--format", "json")
+        assert [r["outcome"] for r in json.loads(out)] == ["ok"]
 
     def test_several_gates_need_a_choice(self, capsys, tmp_path, sandbox_url):
         ini = write_ini(tmp_path, sandbox_url, second_gate=True)
@@ -190,6 +242,11 @@ class TestGrant:
         status, _, err = run(capsys, "grant", ini, "--gate", "videos")
         assert status == 2
         assert "premium" in err
+
+    def test_a_link_cannot_outlive_the_gates_duration(self, capsys, ini):
+        status, _, err = run(capsys, "grant", ini, "--for", "2d")
+        assert status == 2
+        assert "at most the gate's duration" in err
 
     def test_a_bad_duration(self, capsys, ini):
         status, _, err = run(capsys, "grant", ini, "--for", "soon")
