@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 
 import requests
 from webob import Request, Response
+from webob.request import DisconnectionError
 
 from .alloconv import AlloConv
 from .caching import private_headers
@@ -128,7 +129,10 @@ class Gate:
             return self._page(request, 400, "error_malformed")
         if (length or 0) > MAX_FORM_BYTES:
             return self._page(request, 413, "error_too_large")
-        body = request.body_file.read(MAX_FORM_BYTES + 1)
+        try:
+            body = request.body_file.read(MAX_FORM_BYTES + 1)
+        except DisconnectionError:  # the body ended before its Content-Length
+            return self._page(request, 400, "error_malformed")
         if len(body) > MAX_FORM_BYTES:
             return self._page(request, 413, "error_too_large")
         try:

@@ -405,6 +405,19 @@ class TestCodeSubmission:
         assert environ["wsgi.input"].tell() == 0
         assert sandbox.calls["api-micropaiement"] == 0
 
+    def test_a_body_shorter_than_its_content_length_is_400(self, make_gate, sandbox):
+        body = f"code={sandbox.issue_code()}".encode()  # the client went away mid-body
+        _, answer, _ = call_wsgi(
+            make_gate(),
+            "/premium/x",
+            method="POST",
+            body=body,
+            content_type="application/x-www-form-urlencoded",
+            content_length=str(len(body) + 1),
+        )
+        assert answer["status"] == "400 Bad Request"
+        assert sandbox.calls["api-micropaiement"] == 0
+
     def test_what_the_visitor_typed_is_escaped(self, browser):
         page = browser.post("/premium/x", {"code": '"><script>alert(1)</script>'}, status=400)
         assert "<script>" not in page.text
