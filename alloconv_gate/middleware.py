@@ -25,7 +25,7 @@ from .alloconv import AlloConv
 from .caching import private_headers
 from .config import ConfigError, parse_options
 from .numbers import NumberCache
-from .page import PageContent, render
+from .page import PageContent, render, render_link_page
 from .paths import PrefixMatcher
 from .store import StoreError, open_store
 from .tokens import GRANT_PARAM, SEPARATOR, AccessTokens, cookie_values
@@ -108,7 +108,7 @@ class Gate:
         if request.method == "POST" and request.content_type == FORM_TYPE:
             response = self._submit(request)
         elif link and request.method in ("GET", "HEAD"):
-            response = self._use_link(request, link)
+            response = self._link_page(request, link)
         else:
             response = self._page(request, 402)
         return response(environ, start_response)
@@ -139,12 +139,23 @@ class Gate:
             fields = parse_qs(body.decode("ascii"), errors="strict", max_num_fields=16)
         except (UnicodeDecodeError, ValueError):
             return self._page(request, 400, "error_malformed")
+        if GRANT_PARAM in fields:
+            return self._use_link(request, fields[GRANT_PARAM][0])
         code = fields.get("code", [""])[0].strip()
         back_to = own_url(request.environ)  # computed before the code may be spent
         decision = self._verifier.submit(code, _client(request), self._gate_id(request))
         if decision.granted:
             return self._grant(request, back_to, decision.until)
         return self._page(request, decision.status, decision.error, code, decision)
+
+    def _link_page(self, request: Request, token: str) -> Response:
+        """A support link opened: a button that uses it (a GET never does)."""
+        body = render_link_page(self.config.language, own_url(request.environ), token)
+        response = Response(body=body, content_type="text/html", charset="utf-8")
+        response.cache_control = "no-store"
+        response.headers.extend(SECURITY_HEADERS)
+        response.headers["Referrer-Policy"] = "no-referrer"  # the link is in the URL
+        return response
 
     def _use_link(self, request: Request, token: str) -> Response:
         """A support link: the cookie, and back to the same page without the link."""

@@ -33,9 +33,28 @@ class PageContent:
 
 
 @functools.cache
-def _template() -> Template:
-    text = resources.files(__package__).joinpath("templates/gate.html").read_text("utf-8")
+def _template(name: str = "gate.html") -> Template:
+    text = resources.files(__package__).joinpath(f"templates/{name}").read_text("utf-8")
     return Template(text)
+
+
+def render_link_page(language: str, action: str, token: str) -> bytes:
+    """The page a support link opens: a button that uses the link.
+
+    Using the link takes a POST, so that mail scanners and chat previews, which fetch
+    links before the person does, do not use it up.
+    """
+    text = catalogue(language)
+    values = {
+        "lang": text["html_lang"],
+        "title": text["link_title"],
+        "lead": text["link_lead"],
+        "submit": text["link_submit"],
+        "action": action,
+        "token": token,
+    }
+    escaped = {key: escape(value, quote=True) for key, value in values.items()}
+    return _template("link.html").substitute(escaped).encode("utf-8")
 
 
 def render(content: PageContent) -> bytes:

@@ -231,10 +231,10 @@ class TestGrant:
         assert link.startswith("https://example.com/premium?alloconv_grant=")
         assert "works once" in err
         path = link[len("https://example.com") :]
-        site.get(path, status=303)
+        site.get(path, status=200).forms[0].submit(status=303)
         site.get("/premium/alpine-huts", status=200)
         site.reset()
-        site.get(path, status=403)
+        site.get(path, status=200).forms[0].submit(status=403)
         status, out, _ = run(capsys, "journal", ini, "--outcome", "granted", "--format", "json")
         assert [r["detail"] for r in json.loads(out)] == ["link used", "link issued for 7200s"]
 

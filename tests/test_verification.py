@@ -298,27 +298,45 @@ class TestSupportLinks:
         links = GrantLinks([SECRET], gate.config.scope, clock)
         return f"/premium/x?page=2&alloconv_grant={links.issue(grant_id, duration)}"
 
+    def use(self, browser, url, status):
+        """Open the link, then press its button, as the visitor does."""
+        page = browser.get(url, status=200)
+        assert page.headers["Referrer-Policy"] == "no-referrer"
+        return page.forms[0].submit(status=status)
+
     def test_a_link_grants_access_once(self, gate, clock):
         url = self.link(gate, clock)
         browser = visitor(gate)
-        answer = browser.get(url, status=303)
+        answer = self.use(browser, url, 303)
         assert answer.headers["Location"] == "/premium/x?page=2"
         page = browser.get("/premium/x", status=200)
         assert page.body.endswith(b"until %d" % (int(clock.now) + 3600))
-        visitor(gate).get(url, status=403)
+        self.use(visitor(gate), url, 403)
         assert [r.outcome for r in journal(gate)] == ["granted"]
+
+    def test_opening_the_link_does_not_use_it(self, gate, clock):
+        """Mail scanners and chat previews fetch links before the person does."""
+        url = self.link(gate, clock)
+        visitor(gate).head(url, status=200)
+        visitor(gate).get(url, status=200)
+        assert journal(gate) == []
+        self.use(visitor(gate), url, 303)
+
+    def test_the_link_page_escapes_the_token(self, gate):
+        page = visitor(gate).get('/premium/x?alloconv_grant="><script>x</script>', status=200)
+        assert "<script>x" not in page.text
 
     def test_a_link_expires_after_an_hour(self, gate, clock):
         url = self.link(gate, clock)
         clock.advance(3601)
-        visitor(gate).get(url, status=403)
+        self.use(visitor(gate), url, 403)
 
     def test_another_gates_link_is_refused(self, gate, make_gate, clock):
         url = self.link(make_gate(prefixes="/videos"), clock)
-        visitor(gate).get(url, status=403)
+        self.use(visitor(gate), url, 403)
 
     def test_a_tampered_link_is_refused(self, gate, clock):
-        visitor(gate).get(self.link(gate, clock) + "x", status=403)
+        self.use(visitor(gate), self.link(gate, clock) + "x", 403)
 
 
 class TestRedisGoingDown:
