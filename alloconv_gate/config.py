@@ -12,17 +12,19 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import messages
+from .messages import catalogue
+from .page import REQUIRED_PLACEHOLDERS
 from .paths import normalise_prefix
 from .store import DEFAULT_STORE, resolve_store_url
 
 DEFAULT_API_BASE = "https://www.alloconv.fr/scripts"
-LANGUAGES = ("fr", "en")
+LANGUAGES = ("fr", "en")  # with "auto": the visitor's, from Accept-Language
 MIN_SECRET_LENGTH = 32
 # Browsers cap a cookie's lifetime at 400 days; a longer access would end early, silently.
 MAX_DURATION = 400 * 86400
@@ -52,14 +54,14 @@ class GateConfig:
     name: str
     api_key: str
     secrets: tuple[str, ...]
-    palier: str
+    paliers: tuple[str, ...]  # the first is the main one; a code of any of them is accepted
     prefixes: tuple[str, ...]
     duration: int
     api_base: str
     timeout: float
     number_ttl: int
-    number: str | None
-    price_notice: str
+    numbers: tuple[str | None, ...]  # per palier: shown when api-numeros gives nothing
+    price_notices: tuple[str | None, ...]  # per palier; None: the catalogue's, per language
     cookie_name: str
     cookie_secure: bool | None  # None: Secure when the request came over https
     language: str
@@ -67,6 +69,24 @@ class GateConfig:
     max_devices: int
     rate_limit: tuple[int, int] | None  # (submissions, per seconds), or None when off
     max_pending: int  # AlloConv verifications in flight per process
+    template: str | None = None  # the text of a webmaster's gate page template
+
+    @property
+    def palier(self) -> str:
+        return self.paliers[0]
+
+    @property
+    def number(self) -> str | None:
+        return self.numbers[0]
+
+    @property
+    def price_notice(self) -> str:
+        return self.notice(0, "fr" if self.language == "auto" else self.language)
+
+    def notice(self, index: int, language: str) -> str:
+        """The price text of the palier at ``index``, for a page in ``language``."""
+        configured = self.price_notices[index]
+        return configured or catalogue(language)[f"price_notice.{self.paliers[index]}"]
 
     @property
     def scope(self) -> str:
@@ -78,7 +98,9 @@ class GateConfig:
         return f"{self.name}:{' '.join(sorted(self.prefixes))}"
 
     def __repr__(self) -> str:
-        return f"GateConfig(name={self.name!r}, palier={self.palier!r}, prefixes={self.prefixes!r})"
+        return (
+            f"GateConfig(name={self.name!r}, paliers={self.paliers!r}, prefixes={self.prefixes!r})"
+        )
 
 
 OPTIONS = (
@@ -101,34 +123,135 @@ OPTIONS = (
     "max_devices",
     "rate_limit",
     "max_pending",
+    "gates",
+    "template",
 )
+# What each named gate may set for itself (``premium.palier = fra2``); the same options
+# without a gate name are the defaults of every gate.
+GATE_OPTIONS = (
+    "palier",
+    "prefixes",
+    "duration",
+    "number",
+    "price_notice",
+    "template",
+    "max_devices",
+    "rate_limit",
+)
+# What may be set per palier (``price_notice.bel1 = ...``), for a gate or for all.
+PALIER_OPTIONS = ("number", "price_notice")
+_GATE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def parse_options(options: Mapping[str, Any], *, here: str | None = None) -> GateConfig:
+    """The first (often only) gate of :func:`parse_gates`."""
+    return parse_gates(options, here=here)[0]
+
+
+def parse_gates(options: Mapping[str, Any], *, here: str | None = None) -> tuple[GateConfig, ...]:
     """Convert and check every option; raise :class:`ConfigError` naming the first bad one.
+
+    Without ``gates``, the options describe one gate named ``default``. With
+    ``gates = premium videos``, ``premium.palier = fra2`` sets an option for one gate,
+    and options without a gate name are the defaults of all of them.
 
     ``here`` is the folder relative file paths are read from: the ini file's folder under
     PasteDeploy, the working directory otherwise.
     """
-    _reject_unknown(options)
     here = here or os.getcwd()
     opts = {key: value for key, value in options.items() if value is not None}
-    language = _choice(opts, "language", LANGUAGES, "fr")
-    palier = _required(opts, "palier")
-    if not _PALIER.match(palier):
-        raise ConfigError("palier", f"{palier!r} is not an AlloConv palier code such as 'fra1'")
+    names = _parse_gate_names(opts.pop("gates", None))
+    shared, per_gate = _split_by_gate(opts, names)
+    gates = tuple(_parse_gate(name, shared, per_gate[name], here) for name in names)
+    claimed: dict[str, str] = {}
+    for gate in gates:
+        for prefix in gate.prefixes:
+            if prefix in claimed:
+                raise ConfigError(
+                    _prefix(names, gate.name) + "prefixes",
+                    f"{prefix or '/'!r} is claimed by gates {claimed[prefix]!r} and {gate.name!r}",
+                )
+            claimed[prefix] = gate.name
+    return gates
+
+
+def _prefix(names: tuple[str, ...], name: str) -> str:
+    """How an option of gate ``name`` is spelt in the ini (for error messages)."""
+    return "" if names == ("default",) else f"{name}."
+
+
+def _parse_gate_names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ("default",)
+    names = tuple(str(value).split()) if isinstance(value, str) else tuple(map(str, value))
+    if not names:
+        raise ConfigError("gates", "names no gate")
+    for name in names:
+        if not _GATE_NAME.match(name):
+            raise ConfigError("gates", f"{name!r} is not a gate name (a-z, 0-9, _ and -)")
+    if len(set(names)) != len(names):
+        raise ConfigError("gates", "a gate is named twice")
+    return names
+
+
+def _split_by_gate(opts: dict[str, Any], names: tuple[str, ...]):
+    """Shared options, and each gate's own ones (``premium.palier`` -> ``palier``)."""
+    shared: dict[str, Any] = {}
+    per_gate: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for key, value in opts.items():
+        head, dot, rest = key.partition(".")
+        if dot and head in per_gate and names != ("default",):
+            option = rest.partition(".")[0]
+            if option not in GATE_OPTIONS:
+                raise ConfigError(key, f"{option!r} cannot be set per gate")
+            _check_palier_key(key, rest)
+            per_gate[head][rest] = value
+        elif dot and head in PALIER_OPTIONS:
+            _check_palier_key(key, key)
+            shared[key] = value
+        elif key in OPTIONS:
+            shared[key] = value
+        else:
+            _reject_unknown(key, names)
+    return shared, per_gate
+
+
+def _check_palier_key(key: str, option: str) -> None:
+    name, dot, palier = option.partition(".")
+    if dot and (name not in PALIER_OPTIONS or not _PALIER.match(palier)):
+        raise ConfigError(
+            key, "unknown option; per palier only number.PALIER or price_notice.PALIER"
+        )
+
+
+def _parse_gate(name: str, shared: dict, own: dict, here: str) -> GateConfig:
+    try:
+        return _parse_one_gate(name, {**shared, **own}, here)
+    except ConfigError as exc:
+        if exc.option in own:  # name the option as the ini spells it: premium.duration
+            raise ConfigError(f"{name}.{exc.option}", str(exc).split(": ", 2)[-1]) from None
+        raise
+
+
+def _parse_one_gate(name: str, opts: dict[str, Any], here: str) -> GateConfig:
+    language = _choice(opts, "language", (*LANGUAGES, "auto"), "fr")
+    paliers = _parse_paliers(opts.get("palier"))
     return GateConfig(
-        name="default",
+        name=name,
         api_key=_one_of(opts, "api_key", "api_key_file", here, _parse_api_key),
         secrets=_one_of(opts, "secret", "secret_file", here, _parse_secrets),
-        palier=palier,
+        paliers=paliers,
         prefixes=_parse_prefixes(opts.get("prefixes")),
         duration=parse_duration("duration", opts.get("duration", "24h"), MAX_DURATION),
         api_base=_parse_api_base(str(opts.get("api_base", DEFAULT_API_BASE)).strip()),
         timeout=_parse_timeout(opts.get("timeout", 5)),
         number_ttl=parse_duration("number_ttl", opts.get("number_ttl", "1h"), MAX_DURATION),
-        number=_optional_text(opts, "number"),
-        price_notice=_price_notice(opts, palier, language),
+        numbers=tuple(
+            _optional_text(opts, f"number.{p}") or _optional_text(opts, "number") for p in paliers
+        ),
+        price_notices=tuple(
+            _price_notice(opts, p, language, i == 0) for i, p in enumerate(paliers)
+        ),
         cookie_name=_parse_cookie_name(str(opts.get("cookie_name", "alloconv_access")).strip()),
         cookie_secure=_parse_cookie_secure(opts.get("cookie_secure", "auto")),
         language=language,
@@ -136,7 +259,20 @@ def parse_options(options: Mapping[str, Any], *, here: str | None = None) -> Gat
         max_devices=_parse_count("max_devices", opts.get("max_devices", 3), 1, 100),
         rate_limit=_parse_rate_limit(opts.get("rate_limit", "5/minute")),
         max_pending=_parse_count("max_pending", opts.get("max_pending", 2), 1, 1000),
+        template=_parse_template(opts.get("template"), here),
     )
+
+
+def _parse_paliers(value: Any) -> tuple[str, ...]:
+    if value is None or not str(value).strip():
+        raise ConfigError("palier", "is required")
+    paliers = tuple(value.split() if isinstance(value, str) else map(str, value))
+    for palier in paliers:
+        if not _PALIER.match(palier):
+            raise ConfigError("palier", f"{palier!r} is not an AlloConv palier code such as 'fra1'")
+    if len(set(paliers)) != len(paliers):
+        raise ConfigError("palier", "a palier is listed twice")
+    return paliers
 
 
 def parse_duration(option: str, value: Any, maximum: int) -> int:
@@ -155,12 +291,15 @@ def parse_duration(option: str, value: Any, maximum: int) -> int:
     return seconds
 
 
-def _reject_unknown(options: Iterable[str]) -> None:
-    for key in options:
-        if key not in OPTIONS:
-            close = difflib.get_close_matches(key, OPTIONS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(key, f"unknown option{hint}")
+def _reject_unknown(key: str, names: tuple[str, ...]) -> None:
+    head, dot, _rest = key.partition(".")
+    if dot and names == ("default",):
+        raise ConfigError(key, "unknown option; per-gate options need 'gates = NAME ...'")
+    if dot:
+        raise ConfigError(key, f"unknown option: no gate {head!r} in 'gates'")
+    close = difflib.get_close_matches(key, OPTIONS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(key, f"unknown option{hint}")
 
 
 def _required(opts: Mapping[str, Any], option: str) -> str:
@@ -293,18 +432,23 @@ def _parse_cookie_secure(value: Any) -> bool | None:
     raise ConfigError("cookie_secure", f"{value!r} is not true, false or auto")
 
 
-def _price_notice(opts: Mapping[str, Any], palier: str, language: str) -> str:
-    notice = _optional_text(opts, "price_notice")
+def _price_notice(opts: Mapping[str, Any], palier: str, language: str, first: bool) -> str | None:
+    """The price text of ``palier``: ``price_notice.PALIER``, else ``price_notice`` (which
+    with several paliers is the first one's), else None for the catalogue's default, which
+    must then exist in every language the page may use."""
+    notice = _optional_text(opts, f"price_notice.{palier}") or (
+        _optional_text(opts, "price_notice") if first else None
+    )
     if notice:
         return notice
-    default = messages.catalogue(language).get(f"price_notice.{palier}")
-    if default is None:
+    languages = LANGUAGES if language == "auto" else (language,)
+    if any(f"price_notice.{palier}" not in messages.catalogue(lang) for lang in languages):
         raise ConfigError(
-            "price_notice",
+            "price_notice" if first else f"price_notice.{palier}",
             f"is required for palier {palier!r}: the law wants the cost shown and there is "
             f"no default for that palier",
         )
-    return default
+    return None
 
 
 def _parse_store(value: Any, here: str) -> str:
@@ -337,3 +481,19 @@ def _parse_rate_limit(value: Any) -> tuple[int, int] | None:
             "rate_limit", f"{value!r} is not a rate such as 5/minute, 30/hour, or off"
         )
     return int(match.group(1)), _PERIODS[match.group(2)]
+
+
+def _parse_template(value: Any, here: str) -> str | None:
+    """The text of a page template; it must hold the ``$form`` placeholder."""
+    if value is None or not str(value).strip():
+        return None
+    path = os.path.join(here, os.path.expanduser(str(value).strip()))
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError("template", f"cannot read {path!r}: {exc.strerror}") from None
+    missing = [name for name in REQUIRED_PLACEHOLDERS if f"${name}" not in text]
+    if missing:
+        raise ConfigError("template", f"{path!r} lacks the placeholder ${missing[0]}")
+    return text

@@ -13,8 +13,10 @@ and check one signature, and build nothing else.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
 
 import requests
@@ -23,9 +25,11 @@ from webob.request import DisconnectionError
 
 from .alloconv import AlloConv
 from .caching import private_headers
-from .config import ConfigError, parse_options
+from .config import ConfigError, GateConfig, parse_gates
+from .languages import choose_language, likely_first
+from .messages import catalogue
 from .numbers import NumberCache
-from .page import PageContent, render, render_link_page
+from .page import Offer, PageContent, render, render_link_page
 from .paths import PrefixMatcher
 from .store import StoreError, open_store
 from .tokens import GRANT_PARAM, SEPARATOR, AccessTokens, cookie_values
@@ -36,6 +40,25 @@ log = logging.getLogger("alloconv_gate")
 MAX_FORM_BYTES = 4096
 RETRY_AFTER = 60  # seconds, on 503 answers
 FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json"
+# The stable, machine-readable errors of the JSON answers, by catalogue key.
+JSON_ERRORS = {
+    "error_empty": "malformed",
+    "error_too_short": "malformed",
+    "error_too_long": "malformed",
+    "error_characters": "malformed",
+    "error_malformed": "malformed",
+    "error_invalid": "invalid",
+    "error_access_ended": "invalid",
+    "error_too_many_devices": "invalid",
+    "error_link": "invalid",
+    "error_wrong_palier": "wrong-palier",
+    "error_rate_limited": "rate-limited",
+    "error_unavailable": "unavailable",
+    "error_lost": "unavailable",
+    "error_forbidden": "forbidden",
+    "error_too_large": "too-large",
+}
 SECURITY_HEADERS = (
     # The page has no scripts and no external assets; nothing may frame the payment form.
     (
@@ -49,8 +72,18 @@ SECURITY_HEADERS = (
 )
 
 
+@dataclass(frozen=True)
+class GateParts:
+    """One gate's settings and the objects that serve it."""
+
+    config: GateConfig
+    tokens: AccessTokens
+    verifier: Verifier
+    numbers: tuple[NumberCache, ...]  # one per palier, in the config's order
+
+
 class Gate:
-    """WSGI middleware selling access to ``prefixes`` of ``app`` with AlloConv codes.
+    """WSGI middleware selling access to URL prefixes of ``app`` with AlloConv codes.
 
     Options are those of the ini file (see the README), as keyword arguments; strings are
     converted exactly as the ini's are. A bad option raises ``ConfigError`` here, at
@@ -69,32 +102,44 @@ class Gate:
         **options,
     ):
         self.app = app
-        self.config = config = parse_options(options, here=here)
-        self._paths = PrefixMatcher(config.prefixes)
-        self._tokens = AccessTokens(config.secrets, config.scope, config.duration, clock)
+        self.gates = configs = parse_gates(options, here=here)
+        self.config = site = configs[0]  # what every gate shares: key, cookie, store...
         self._alloconv = AlloConv(
-            config.api_base, config.api_key, timeout=config.timeout, session=session
+            site.api_base, site.api_key, timeout=site.timeout, session=session
         )
         try:
-            self.store = open_store(config.store)
+            self.store = open_store(site.store)
         except StoreError as exc:
             raise ConfigError("store", str(exc)) from None
         if self.store.warning:
             log.warning("%s", self.store.warning)
-        self._verifier = Verifier(config, self._alloconv, self.store, clock)
-        self._numbers = NumberCache(
-            self._alloconv.number,
-            config.palier,
-            ttl=config.number_ttl,
-            fallback=config.number,
-            clock=clock,
-        )
+        self._parts = {}
+        for config in configs:
+            parts = GateParts(
+                config,
+                AccessTokens(config.secrets, config.scope, config.duration, clock),
+                Verifier(config, self._alloconv, self.store, clock),
+                tuple(
+                    NumberCache(
+                        self._alloconv.number,
+                        palier,
+                        ttl=config.number_ttl,
+                        fallback=fallback,
+                        clock=clock,
+                    )
+                    for palier, fallback in zip(config.paliers, config.numbers, strict=True)
+                ),
+            )
+            self._parts.update(dict.fromkeys(config.prefixes, parts))
+        self._paths = PrefixMatcher(self._parts)
 
     def __call__(self, environ, start_response):
-        if self._paths.match(environ.get("PATH_INFO", "")) is None:
+        prefix = self._paths.match(environ.get("PATH_INFO", ""))
+        if prefix is None:
             return self.app(environ, start_response)
 
-        until = self._tokens.check(self._cookie_value(environ), environ.get("SCRIPT_NAME", ""))
+        gate = self._parts[prefix]
+        until = gate.tokens.check(self._cookie_value(environ), environ.get("SCRIPT_NAME", ""))
         if until is not None:
             environ["alloconv_gate.access_until"] = until
 
@@ -105,12 +150,12 @@ class Gate:
 
         request = Request(environ)
         link = _grant_link(environ)
-        if request.method == "POST" and request.content_type == FORM_TYPE:
-            response = self._submit(request)
+        if request.method == "POST" and request.content_type in (FORM_TYPE, JSON_TYPE):
+            response = self._submit(gate, request)
         elif link and request.method in ("GET", "HEAD"):
-            response = self._link_page(request, link)
+            response = self._link_page(gate, request, link)
         else:
-            response = self._page(request, 402)
+            response = self._page(gate, request, 402)
         return response(environ, start_response)
 
     def _cookie_value(self, environ) -> str:
@@ -119,71 +164,76 @@ class Gate:
             cookie_values(environ.get("HTTP_COOKIE", ""), self.config.cookie_name)
         )
 
-    def _submit(self, request: Request) -> Response:
-        """A code typed on the page: the visitor's form, read safely, to the verifier."""
+    def _submit(self, gate: GateParts, request: Request) -> Response:
+        """A code typed on the page (or sent as JSON): read safely, to the verifier."""
         if not _same_origin(request):
             log.warning("refused a code submission from origin %r", request.headers["Origin"])
-            return self._page(request, 403, "error_forbidden")
+            return self._page(gate, request, 403, "error_forbidden")
         length = request.content_length
         if length is not None and length < 0:  # webob would read such a body whole
-            return self._page(request, 400, "error_malformed")
+            return self._page(gate, request, 400, "error_malformed")
         if (length or 0) > MAX_FORM_BYTES:
-            return self._page(request, 413, "error_too_large")
+            return self._page(gate, request, 413, "error_too_large")
         try:
             body = request.body_file.read(MAX_FORM_BYTES + 1)
         except DisconnectionError:  # the body ended before its Content-Length
-            return self._page(request, 400, "error_malformed")
+            return self._page(gate, request, 400, "error_malformed")
         if len(body) > MAX_FORM_BYTES:
-            return self._page(request, 413, "error_too_large")
-        try:
-            fields = parse_qs(body.decode("ascii"), errors="strict", max_num_fields=16)
-        except (UnicodeDecodeError, ValueError):
-            return self._page(request, 400, "error_malformed")
+            return self._page(gate, request, 413, "error_too_large")
+        fields = _read_fields(body, request.content_type)
+        if fields is None:
+            return self._page(gate, request, 400, "error_malformed")
         if GRANT_PARAM in fields:
-            return self._use_link(request, fields[GRANT_PARAM][0])
-        code = fields.get("code", [""])[0].strip()
+            return self._use_link(gate, request, fields[GRANT_PARAM])
+        code = fields.get("code", "").strip()
         back_to = own_url(request.environ)  # computed before the code may be spent
-        decision = self._verifier.submit(code, _client(request), self._gate_id(request))
+        decision = gate.verifier.submit(code, _client(request), self._gate_id(gate, request))
         if decision.granted:
-            return self._grant(request, back_to, decision.until)
-        return self._page(request, decision.status, decision.error, code, decision)
+            return self._grant(gate, request, back_to, decision.until)
+        return self._page(gate, request, decision.status, decision.error, code, decision)
 
-    def _link_page(self, request: Request, token: str) -> Response:
+    def _link_page(self, gate: GateParts, request: Request, token: str) -> Response:
         """A support link opened: a button that uses it (a GET never does)."""
-        body = render_link_page(self.config.language, own_url(request.environ), token)
+        language = choose_language(gate.config.language, request)
+        body = render_link_page(language, own_url(request.environ), token)
         response = Response(body=body, content_type="text/html", charset="utf-8")
         response.cache_control = "no-store"
         response.headers.extend(SECURITY_HEADERS)
         response.headers["Referrer-Policy"] = "no-referrer"  # the link is in the URL
         return response
 
-    def _use_link(self, request: Request, token: str) -> Response:
+    def _use_link(self, gate: GateParts, request: Request, token: str) -> Response:
         """A support link: the cookie, and back to the same page without the link."""
-        decision = self._verifier.use_link(token, _client(request), self._gate_id(request))
+        client, gate_id = _client(request), self._gate_id(gate, request)
+        decision = gate.verifier.use_link(token, client, gate_id)
         if not decision.granted:
-            return self._page(request, decision.status, decision.error, "", decision)
+            return self._page(gate, request, decision.status, decision.error, "", decision)
         query = [(k, v) for k, v in parse_qsl(request.query_string) if k != GRANT_PARAM]
         path = own_url({**request.environ, "QUERY_STRING": urlencode(query)})
-        return self._grant(request, path, decision.until)
+        return self._grant(gate, request, path, decision.until)
 
-    def _gate_id(self, request: Request) -> str:
-        """This gate, as the store knows it: its scope, and where it is mounted."""
+    def _gate_id(self, gate: GateParts, request: Request) -> str:
+        """The gate, as the store knows it: its scope, and where it is mounted."""
         mount = request.script_name
-        return f"{self.config.scope}@{mount}" if mount else self.config.scope
+        return f"{gate.config.scope}@{mount}" if mount else gate.config.scope
 
-    def _grant(self, request: Request, back_to: str, until: int) -> Response:
-        """303 back to the page the visitor wanted, with a cookie good until ``until``."""
-        response = SameSiteRedirect(status=303, location=back_to)
-        response.cache_control = "no-store"
+    def _grant(self, gate: GateParts, request: Request, back_to: str, until: int) -> Response:
+        """303 back to the page the visitor wanted (JSON: 200), with the access cookie."""
+        if _wants_json(request):
+            response = _json(200, {"access_until": until})
+        else:
+            response = SameSiteRedirect(status=303, location=back_to)
+            response.cache_control = "no-store"
         mount = request.script_name
-        value = self._tokens.cookie_value(
-            self._tokens.issue(until=until, mount=mount), self._cookie_value(request.environ), mount
+        tokens = gate.tokens
+        value = tokens.cookie_value(
+            tokens.issue(until=until, mount=mount), self._cookie_value(request.environ), mount
         )
         secure = self.config.cookie_secure
         response.set_cookie(
             self.config.cookie_name,
             value,
-            max_age=self._tokens.max_age(value),
+            max_age=tokens.max_age(value),
             path="/",
             secure=request.scheme == "https" if secure is None else secure,
             httponly=True,
@@ -193,34 +243,47 @@ class Gate:
 
     def _page(
         self,
+        gate: GateParts,
         request: Request,
         status: int,
         error: str | None = None,
         code: str = "",
         decision: Decision | None = None,
     ) -> Response:
-        """The gate page; 503 instead of 402 when there is no number to show."""
-        number = self._numbers.get()
-        if number is None and status == 402:
+        """The gate page (or its JSON twin); 503 instead of 402 when there is no number."""
+        config = gate.config
+        language = choose_language(config.language, request)
+        offers = [
+            Offer(cache.get(), config.notice(index, language))
+            for index, cache in enumerate(gate.numbers)
+        ]
+        if all(offer.number is None for offer in offers) and status == 402:
             status = 503
-        content = PageContent(
-            language=self.config.language,
-            number=number,
-            price_notice=self.config.price_notice,
-            duration=self.config.duration,
-            action=own_url(request.environ),
-            error=error,
-            code=code,
-            reference=decision.reference if decision else "",
-        )
-        response = Response(
-            body=render(content), status=status, content_type="text/html", charset="utf-8"
-        )
+        order = likely_first(config.paliers, request)
+        offers = [offers[index] for index in order]
+        if _wants_json(request):
+            reference = decision.reference if decision else ""
+            body = _json_body(gate, request, offers, order, error, language, reference)
+            response = _json(status, body)
+        else:
+            content = PageContent(
+                language=language,
+                offers=tuple(offers),
+                duration=config.duration,
+                action=own_url(request.environ),
+                error=error,
+                code=code,
+                reference=decision.reference if decision else "",
+                template=config.template,
+            )
+            response = Response(
+                body=render(content), status=status, content_type="text/html", charset="utf-8"
+            )
+            response.headers.extend(SECURITY_HEADERS)
         response.cache_control = "no-store"
         if status in (429, 503):
             retry_after = decision.retry_after if decision else None
             response.retry_after = retry_after or RETRY_AFTER
-        response.headers.extend(SECURITY_HEADERS)
         return response
 
 
@@ -299,3 +362,59 @@ def _strip_default_port(host: str) -> str:
         if host.endswith(port):
             return host[: -len(port)]
     return host
+
+
+def _read_fields(body: bytes, content_type: str) -> dict[str, str] | None:
+    """The submitted fields (first value of each), or None when the body is unreadable."""
+    try:
+        if content_type == JSON_TYPE:
+            data = json.loads(body.decode("utf-8"))
+            if not isinstance(data, dict):
+                return None
+            return {key: value for key, value in data.items() if isinstance(value, str)}
+        fields = parse_qs(body.decode("ascii"), errors="strict", max_num_fields=16)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return {key: values[0] for key, values in fields.items()}
+
+
+def _wants_json(request: Request) -> bool:
+    """Whether the client prefers JSON to HTML (``Accept``), or sent JSON."""
+    if request.content_type == JSON_TYPE:
+        return True
+    offers = request.accept.acceptable_offers(["text/html", JSON_TYPE])
+    return bool(offers) and offers[0][0] == JSON_TYPE
+
+
+def _json(status: int, data: dict) -> Response:
+    body = json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return Response(body=body, status=status, content_type=JSON_TYPE, charset="utf-8")
+
+
+def _json_body(gate, request, offers, order, error, language, reference) -> dict:
+    """How to pay, for programs: HTTP 402 with the same facts as the page."""
+    config = gate.config
+    data = {
+        "gate": config.name,
+        "paliers": [
+            {
+                "palier": config.paliers[index],
+                "number": offer.number,
+                "price_notice": offer.price_notice,
+            }
+            for index, offer in zip(order, offers, strict=True)
+        ],
+        "duration": config.duration,
+        "submit": {
+            "method": "POST",
+            "url": own_url(request.environ),
+            "field": "code",
+            "content_types": [JSON_TYPE, FORM_TYPE],
+        },
+    }
+    if error:
+        data["error"] = JSON_ERRORS.get(error, "invalid")
+        data["message"] = catalogue(language)[error].format(reference=reference)
+        if reference:
+            data["reference"] = reference
+    return data

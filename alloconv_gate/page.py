@@ -12,10 +12,29 @@ from dataclasses import dataclass
 from html import escape
 from importlib import resources
 from string import Template
+from urllib.parse import quote
 
 from .messages import catalogue
 
 _PHONE = re.compile(r"^\+?[\d .\-()]{4,30}$")
+# An SMS+ answer: a keyword and a short number ("ACCES au 81212", "Envoyez ACCES au 81212").
+_SMS = re.compile(
+    r"^(?:envoyez\s+)?(?P<keyword>[A-Za-z0-9]{2,20})\s+au\s+(?P<short>\d{4,6})$", re.I
+)
+
+#: Placeholders a webmaster's template must hold: the form, and the numbers with their
+#: prices (French law wants the cost shown).
+REQUIRED_PLACEHOLDERS = ("form", "numbers")
+#: Every placeholder a template may use (see the README).
+PLACEHOLDERS = ("lang", "title", "lead", "numbers", "steps", "form", "access_lasts")
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One way to pay: the number for a palier (None when unknown) and its price."""
+
+    number: str | None
+    price_notice: str
 
 
 @dataclass(frozen=True)
@@ -23,13 +42,13 @@ class PageContent:
     """What one gate page shows."""
 
     language: str
-    number: str | None
-    price_notice: str
+    offers: tuple[Offer, ...]  # in the order to show them, the visitor's likely first
     duration: int
     action: str  # the URL the form posts to (the page's own)
     error: str | None = None  # a catalogue key, e.g. "error_invalid"
     code: str = ""  # what the visitor typed, shown again after an error
     reference: str = ""  # for support, in messages that have a {reference}
+    template: str | None = None  # a webmaster's template text; None: the default
 
 
 @functools.cache
@@ -58,39 +77,64 @@ def render_link_page(language: str, action: str, token: str) -> bytes:
 
 
 def render(content: PageContent) -> bytes:
-    """The page as UTF-8 HTML."""
+    """The page as UTF-8 HTML: the default template, or the webmaster's."""
     text = catalogue(content.language)
-    values = {
-        key: text[key]
-        for key in ("title", "lead", "steps_title", "step_call", "step_note", "step_type")
-    }
     duration = describe_duration(content.duration, text)
-    values.update(
-        code_label=text["code_label"],
-        submit=text["submit"],
-        lang=text["html_lang"],
-        price_notice=content.price_notice,
-        error=text[content.error].format(reference=content.reference) if content.error else "",
-        action=content.action,
-        code=content.code,
-        access_lasts=text["access_lasts"].format(duration=duration),
-    )
-    escaped = {key: escape(value, quote=True) for key, value in values.items()}
-    escaped["invalid"] = ' aria-invalid="true"' if content.error else ""
-    escaped["number_block"] = _number_block(content.number, text)
-    return _template().substitute(escaped).encode("utf-8")
+    values = {
+        "lang": escape(text["html_lang"]),
+        "title": escape(text["title"]),
+        "lead": escape(text["lead"]),
+        "access_lasts": escape(text["access_lasts"].format(duration=duration)),
+        "numbers": "\n".join(_offer_block(offer, text) for offer in content.offers),
+        "steps": _steps_block(text),
+        "form": _form_block(content, text),
+    }
+    template = _template() if content.template is None else Template(content.template)
+    return template.safe_substitute(values).encode("utf-8")
 
 
-def _number_block(number: str | None, text: dict[str, str]) -> str:
+def _offer_block(offer: Offer, text: dict[str, str]) -> str:
+    price = f'<p class="price">{escape(offer.price_notice)}</p>'
+    number = offer.number
     if number is None:
-        return f'<p class="call">{escape(text["number_unavailable"])}</p>'
+        unavailable = escape(text["number_unavailable"])
+        return f'<div class="offer"><p class="call">{unavailable}</p>{price}</div>'
+    sms = _SMS.match(number)
+    if sms:
+        keyword, short = sms.group("keyword"), sms.group("short")
+        shown = escape(text["sms"].format(keyword=keyword, short=short))
+        link = f'<a class="number sms" href="sms:{short}?body={quote(keyword)}">{shown}</a>'
+        return f'<div class="offer">{link}\n{price}</div>'
     shown = escape(number)
     if _PHONE.match(number) and sum(ch.isdigit() for ch in number) >= 4:
         dial = "".join(ch for ch in number if ch.isdigit() or ch == "+")
         link = f'<a class="number" href="tel:{dial}">{shown}</a>'
     else:
         link = f'<strong class="number">{shown}</strong>'
-    return f'<p class="call">{escape(text["call"])}</p>\n{link}'
+    call = escape(text["call"])
+    return f'<div class="offer"><p class="call">{call}</p>\n{link}\n{price}</div>'
+
+
+def _steps_block(text: dict[str, str]) -> str:
+    steps = "".join(
+        f"<li>{escape(text[key])}</li>" for key in ("step_call", "step_note", "step_type")
+    )
+    return f"<h2>{escape(text['steps_title'])}</h2>\n<ol>{steps}</ol>"
+
+
+def _form_block(content: PageContent, text: dict[str, str]) -> str:
+    error = text[content.error].format(reference=content.reference) if content.error else ""
+    invalid = ' aria-invalid="true"' if content.error else ""
+    return (
+        f'<div class="alert" role="alert" id="code-error">{escape(error)}</div>\n'
+        f'<form method="post" action="{escape(content.action)}">\n'
+        f'<label for="code">{escape(text["code_label"])}</label>\n'
+        f'<input id="code" name="code" type="text" value="{escape(content.code)}" required '
+        f'minlength="8" maxlength="64" autocomplete="one-time-code" autocapitalize="characters" '
+        f'spellcheck="false" aria-describedby="code-error"{invalid}>\n'
+        f'<button type="submit">{escape(text["submit"])}</button>\n'
+        f"</form>"
+    )
 
 
 def describe_duration(seconds: int, text: dict[str, str]) -> str:

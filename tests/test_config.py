@@ -262,7 +262,6 @@ class TestPalier:
     @pytest.mark.parametrize(
         "value",
         [
-            pytest.param("fra 1", id="space"),
             pytest.param("fra-1", id="dash"),
             pytest.param("FRA1", id="upper-case"),
             pytest.param("a" * 33, id="too-long"),
@@ -273,6 +272,16 @@ class TestPalier:
         error = config_error(ini(palier=value))
         assert error.option == "palier"
         assert "palier code" in str(error)
+
+    def test_several_paliers_each_with_its_price(self):
+        config = parse_options(ini(palier="fra1 bel1", **{"price_notice.bel1": "2 € par code"}))
+        assert config.paliers == ("fra1", "bel1")
+        assert config.notice(0, "fr").startswith("3,00 €")
+        assert config.notice(1, "fr") == "2 € par code"
+
+    def test_a_palier_without_a_known_price_needs_one(self):
+        error = config_error(ini(palier="fra1 bel1"))
+        assert error.option == "price_notice.bel1"
 
 
 class TestPrefixes:

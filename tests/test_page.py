@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from alloconv_gate.messages import catalogue
-from alloconv_gate.page import PageContent, describe_duration, render
+from alloconv_gate.page import Offer, PageContent, describe_duration, render
 
 NOTICE = "3,00 € par code (appel surtaxé)"
 XSS = '"><script>alert(1)</script>'
@@ -24,6 +24,7 @@ def page(**overrides) -> str:
         "action": "/premium/article?id=3",
     }
     values.update(overrides)
+    values["offers"] = (Offer(values.pop("number"), values.pop("price_notice")),)
     body = render(PageContent(**values))
     assert isinstance(body, bytes)
     return body.decode("utf-8")

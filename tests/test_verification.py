@@ -70,6 +70,13 @@ def journal(gate, **filters):
     return gate.store.journal(**filters)
 
 
+def use_store(gate, store):
+    """Put ``store`` under ``gate`` (as if it had been opened from its URL)."""
+    gate.store = store
+    for parts in gate._parts.values():
+        object.__setattr__(parts.verifier, "_store", store)
+
+
 class TestTheJournal:
     def test_an_accepted_code_leaves_one_complete_record(self, gate, sandbox, clock):
         code = sandbox.issue_code()
@@ -165,7 +172,8 @@ class TestRestore:
         store = MemoryStore()
         premium = make_gate()
         videos = make_gate(prefixes="/videos")
-        premium.store = videos.store = store  # one store, as with one sqlite file
+        use_store(premium, store)  # one store, as with one sqlite file
+        use_store(videos, store)
         code = sandbox.issue_code()
         submit(visitor(videos), code, 303, "/videos/x")
         submit(visitor(premium), code, 402)
@@ -195,7 +203,8 @@ class TestRecovery:
     def test_a_lost_answer_on_another_gate_does_not_recover_here(self, make_gate, sandbox):
         store = MemoryStore()
         premium, videos = make_gate(), make_gate(prefixes="/videos")
-        premium.store = videos.store = store
+        use_store(premium, store)
+        use_store(videos, store)
         code = sandbox.issue_code()
         sandbox.set_fault("drop", script="api-micropaiement")
         submit(visitor(videos), code, 503, "/videos/x")
@@ -261,8 +270,7 @@ class FailingStore(MemoryStore):
 
 class TestStoreFailures:
     def test_no_pending_record_means_alloconv_is_not_asked(self, gate, sandbox, caplog):
-        gate.store = FailingStore("record")
-        gate._verifier._store = gate.store
+        use_store(gate, FailingStore("record"))
         code = sandbox.issue_code()
         page = submit(visitor(gate), code, 503)
         assert page.headers["Retry-After"]
@@ -274,8 +282,7 @@ class TestStoreFailures:
     def test_an_accepted_code_gets_its_cookie_when_the_store_fails_after(
         self, gate, sandbox, caplog
     ):
-        gate.store = FailingStore("redeem", "complete")
-        gate._verifier._store = gate.store
+        use_store(gate, FailingStore("redeem", "complete"))
         code = sandbox.issue_code()
         browser = visitor(gate)
         submit(browser, code, 303)
@@ -287,8 +294,7 @@ class TestStoreFailures:
 
     @pytest.mark.parametrize("method", ["hit", "redemption"])
     def test_a_failing_lookup_fails_closed(self, gate, sandbox, method):
-        gate.store = FailingStore(method)
-        gate._verifier._store = gate.store
+        use_store(gate, FailingStore(method))
         submit(visitor(gate), sandbox.issue_code(), 503)
         assert sandbox.calls["api-micropaiement"] == 0
 
@@ -430,26 +436,26 @@ class TestSecretRotation:
     def test_restore_after_rotation(self, make_gate, sandbox, clock):
         store = MemoryStore()
         before = make_gate()
-        before.store = before._verifier._store = store
+        use_store(before, store)
         code = sandbox.issue_code()
         submit(visitor(before), code, 303)
         clock.advance(60)
         after = make_gate(secret=f"{self.NEW} {SECRET}")
-        after.store = after._verifier._store = store
+        use_store(after, store)
         submit(visitor(after), code, 303)
         assert store.journal()[0].outcome == "restored"
 
     def test_recovery_after_rotation(self, make_gate, sandbox, clock):
         store = MemoryStore()
         before = make_gate()
-        before.store = before._verifier._store = store
+        use_store(before, store)
         code = sandbox.issue_code()
         sandbox.set_fault("drop", script="api-micropaiement")
         submit(visitor(before), code, 503)
         sandbox.clear_fault()
         clock.advance(60)
         after = make_gate(secret=f"{self.NEW} {SECRET}")
-        after.store = after._verifier._store = store
+        use_store(after, store)
         submit(visitor(after), code, 303)
         assert store.journal()[0].outcome == "recovered"
 
@@ -474,12 +480,12 @@ class TestTheSameCodeTwiceAtOnce:
         submit(visitor(gate), code, 303)
         late = RedemptionLateStore()
         late._redemptions = gate.store._redemptions
-        gate.store = gate._verifier._store = late
+        use_store(gate, late)
         submit(visitor(gate), code, 303)  # AlloConv said ERR3: it was ours
 
     def test_a_store_failing_after_err3_is_503_not_invalid(self, gate, sandbox):
         code = sandbox.issue_code()
         TestApp(gate).post("/premium/x", {"code": code}, status=303)
         failing = FailingStore("redemption")
-        gate.store = gate._verifier._store = failing
+        use_store(gate, failing)
         submit(visitor(gate), "ZZZZ9999", 503)
