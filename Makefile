@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean system-packages
+.PHONY: demo test lint bench load clean system-packages
 
 $(VENV)/.installed: setup.py requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ test: lint system-packages $(AXE)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_gate.py
+
+load: $(VENV)/.installed
+	$(PY) benchmarks/load.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis
