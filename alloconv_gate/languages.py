@@ -26,8 +26,7 @@ def choose_language(configured: str, request: Request) -> str:
     """``configured``, or with ``auto`` the visitor's preferred language we have."""
     if configured != "auto":
         return configured
-    offers = request.accept_language.acceptable_offers(list(LANGUAGES))
-    return offers[0][0] if offers else LANGUAGES[0]
+    return request.accept_language.lookup(language_tags=list(LANGUAGES), default=LANGUAGES[0])
 
 
 def likely_first(paliers: tuple[str, ...], request: Request) -> list[int]:
@@ -38,7 +37,7 @@ def likely_first(paliers: tuple[str, ...], request: Request) -> list[int]:
     """
     if len(paliers) < 2 or "HTTP_ACCEPT_LANGUAGE" not in request.environ:
         return list(range(len(paliers)))
-    ranked = request.accept_language.acceptable_offers(
+    ranked = request.accept_language.basic_filtering(
         [tag for palier in paliers for tag in COUNTRY_TAGS.get(palier[:3], ())]
     )
     best: dict[int, tuple[float, int]] = {}
