@@ -31,13 +31,16 @@ MAX_PARTS = 32
 # the others at once. Tokens are dated this much in the past, and accepted this much
 # older; the end of access carried in the token stays exact.
 MAX_SKEW = 60
+# Tokens whose signature was checked, remembered per process (a few MB at most).
+MAX_VERIFIED = 10_000
 # Browsers keep a cookie at most 400 days.
 MAX_COOKIE_AGE = 400 * 86400
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_.\-]{20,200}$")
 
 
 def clocked_signer(clock: Clock) -> type[TimestampSigner]:
-    """A ``TimestampSigner`` class that reads the time from ``clock`` (injected by tests).
+    """A ``TimestampSigner`` class that reads the time from ``clock`` (injected by tests),
+    and gives issue times as Unix times.
 
     A class rather than a constructor argument: itsdangerous builds a signer on every
     ``loads``, and a plain class attribute keeps that as cheap as its default.
@@ -46,7 +49,15 @@ def clocked_signer(clock: Clock) -> type[TimestampSigner]:
     def get_timestamp(self) -> int:
         return int(clock())
 
-    return type("ClockedSigner", (TimestampSigner,), {"get_timestamp": get_timestamp})
+    def timestamp_to_datetime(self, ts: int) -> int:
+        # The gate compares issue times as Unix times: skip the datetime round trip.
+        return ts
+
+    return type(
+        "ClockedSigner",
+        (TimestampSigner,),
+        {"get_timestamp": get_timestamp, "timestamp_to_datetime": timestamp_to_datetime},
+    )
 
 
 def cookie_values(header: str, name: str) -> list[str]:
@@ -81,6 +92,7 @@ class AccessTokens:
         self._verifying_signer = clocked_signer(clock)
         self._signing_signer = clocked_signer(lambda: clock() - MAX_SKEW)
         self._verifiers: dict[str, URLSafeTimedSerializer] = {}
+        self._verified: dict[tuple[str, str], tuple[int, int]] = {}
 
     def _serializer(self, mount: str, signer: type[TimestampSigner]) -> URLSafeTimedSerializer:
         salt = f"alloconv_gate.access:{self._scope}:{mount}"
@@ -113,7 +125,7 @@ class AccessTokens:
         for token in value.split(SEPARATOR, MAX_PARTS)[:MAX_PARTS]:
             if not _TOKEN_SHAPE.match(token):
                 continue
-            until = self._check_one(verifier, token)
+            until = self._check_one(verifier, mount, token)
             if until is not None:
                 return until
             checked += 1
@@ -121,12 +133,29 @@ class AccessTokens:
                 break
         return None
 
-    def _check_one(self, verifier: URLSafeTimedSerializer, token: str) -> int | None:
-        try:
-            until = verifier.loads(token, max_age=self.duration + MAX_SKEW)
-        except BadData:
-            return None
-        if type(until) is int and until > self._clock():
+    def _check_one(self, verifier: URLSafeTimedSerializer, mount: str, token: str) -> int | None:
+        """The end of access ``token`` grants now, or None.
+
+        A visitor sends the same token with every page view, so a token whose signature
+        checked out is remembered (with its issue time and end) and only its times are
+        checked again: the signature never changes, time does.
+        """
+        signed = self._verified.get((mount, token))
+        if signed is None:
+            try:
+                until, issued = verifier.loads(token, return_timestamp=True)
+            except BadData:
+                return None
+            if type(until) is not int:
+                return None
+            signed = (until, issued)
+            if len(self._verified) >= MAX_VERIFIED:
+                self._verified.clear()  # no lock: at worst, some signatures are re-checked
+            self._verified[(mount, token)] = signed
+        until, issued = signed
+        now = self._clock()
+        # The age limit is the one itsdangerous's max_age applies: from 0 to the duration.
+        if 0 <= now - issued <= self.duration + MAX_SKEW and until > now:
             return until
         return None
 

@@ -68,6 +68,17 @@ REQUEST_TIMEOUT = 10.0
 # -- the servers ------------------------------------------------------------------------
 
 
+def same_page_as_gated(app):
+    """The bare app as the gated one runs it: the demo's premium pages print until when
+    access lasts when the gate says so, and that work is the app's, not the gate's."""
+
+    def bare(environ, start_response):
+        environ["alloconv_gate.access_until"] = 2_000_000_000
+        return app(environ, start_response)
+
+    return bare
+
+
 def serve(conn, gate_options, log_path):
     """Child process: the demo app, behind a gate unless ``gate_options`` is None.
 
@@ -81,7 +92,11 @@ def serve(conn, gate_options, log_path):
     # threads: writing it would cost the server more than the gate does.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
-        app = DemoSite() if gate_options is None else Gate(DemoSite(), **gate_options)
+        app = (
+            same_page_as_gated(DemoSite())
+            if gate_options is None
+            else Gate(DemoSite(), **gate_options)
+        )
         server = waitress.create_server(app, host=HOST, port=0, threads=SERVER_THREADS)
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
