@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import messages
+from .crawlers import ENGINES
 from .messages import catalogue
 from .page import REQUIRED_PLACEHOLDERS
 from .paths import normalise_prefix
@@ -70,6 +71,7 @@ class GateConfig:
     rate_limit: tuple[int, int] | None  # (submissions, per seconds), or None when off
     max_pending: int  # AlloConv verifications in flight per process
     template: str | None = None  # the text of a webmaster's gate page template
+    crawlers: tuple[str, ...] = ()  # search engines whose verified crawlers pass (site-wide)
 
     @property
     def palier(self) -> str:
@@ -125,6 +127,7 @@ OPTIONS = (
     "max_pending",
     "gates",
     "template",
+    "crawlers",
 )
 # What each named gate may set for itself (``premium.palier = fra2``); the same options
 # without a gate name are the defaults of every gate.
@@ -260,6 +263,7 @@ def _parse_one_gate(name: str, opts: dict[str, Any], here: str) -> GateConfig:
         rate_limit=_parse_rate_limit(opts.get("rate_limit", "5/minute")),
         max_pending=_parse_count("max_pending", opts.get("max_pending", 2), 1, 1000),
         template=_parse_template(opts.get("template"), here),
+        crawlers=_parse_crawlers(opts.get("crawlers")),
     )
 
 
@@ -481,6 +485,22 @@ def _parse_rate_limit(value: Any) -> tuple[int, int] | None:
             "rate_limit", f"{value!r} is not a rate such as 5/minute, 30/hour, or off"
         )
     return int(match.group(1)), _PERIODS[match.group(2)]
+
+
+def _parse_crawlers(value: Any) -> tuple[str, ...]:
+    """``"google bing"`` -> ("google", "bing"); nothing, ``none`` or ``off`` -> ()."""
+    raw = value.split() if isinstance(value, str) else [str(v) for v in value or ()]
+    names = [name.lower() for name in raw]
+    if names in (["none"], ["off"]):
+        return ()
+    for name in names:
+        if name not in ENGINES:
+            raise ConfigError(
+                "crawlers", f"{name!r} is not a search engine: {', '.join(ENGINES)} (or none)"
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError("crawlers", "an engine is listed twice")
+    return tuple(names)
 
 
 def _parse_template(value: Any, here: str) -> str | None:

@@ -26,6 +26,7 @@ from webob.request import DisconnectionError
 from .alloconv import AlloConv
 from .caching import private_headers
 from .config import ConfigError, GateConfig, parse_gates
+from .crawlers import CrawlerCheck
 from .languages import choose_language, likely_first
 from .messages import catalogue
 from .numbers import NumberCache
@@ -88,8 +89,9 @@ class Gate:
     Options are those of the ini file (see the README), as keyword arguments; strings are
     converted exactly as the ini's are. A bad option raises ``ConfigError`` here, at
     start-up. ``clock`` (a ``time.time``-like callable) and ``session`` (a
-    ``requests.Session`` for AlloConv calls) are for tests; ``here`` is the folder that
-    relative file paths are read from.
+    ``requests.Session`` for AlloConv calls) are for tests, and so is ``resolver``, the
+    DNS of the ``crawlers`` check (see :mod:`alloconv_gate.crawlers`); ``here`` is the
+    folder that relative file paths are read from.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Gate:
         *,
         clock=time.time,
         session: requests.Session | None = None,
+        resolver=None,
         here: str | None = None,
         **options,
     ):
@@ -132,6 +135,9 @@ class Gate:
             )
             self._parts.update(dict.fromkeys(config.prefixes, parts))
         self._paths = PrefixMatcher(self._parts)
+        self._crawlers = (
+            CrawlerCheck(site.crawlers, resolver=resolver, clock=clock) if site.crawlers else None
+        )
 
     def __call__(self, environ, start_response):
         prefix = self._paths.match(environ.get("PATH_INFO", ""))
@@ -147,6 +153,18 @@ class Gate:
                 return start_response(status, private_headers(headers), exc_info)
 
             return self.app(environ, private_start_response)
+
+        if self._crawlers is not None:  # a search engine's verified crawler reads, to index
+            crawler = self._crawlers.crawler(
+                environ.get("REMOTE_ADDR") or "", environ.get("HTTP_USER_AGENT") or ""
+            )
+            if crawler is not None:
+                environ["alloconv_gate.crawler"] = crawler
+
+                def crawler_start_response(status, headers, exc_info=None):
+                    return start_response(status, private_headers(headers), exc_info)
+
+                return self.app(environ, crawler_start_response)
 
         request = Request(environ)
         link = _grant_link(environ)
