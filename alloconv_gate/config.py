@@ -71,6 +71,7 @@ class GateConfig:
     rate_limit: tuple[int, int] | None  # (submissions, per seconds), or None when off
     max_pending: int  # AlloConv verifications in flight per process
     template: str | None = None  # the text of a webmaster's gate page template
+    codes: int = 1  # codes one access takes
     crawlers: tuple[str, ...] = ()  # search engines whose verified crawlers pass (site-wide)
 
     @property
@@ -128,6 +129,7 @@ OPTIONS = (
     "gates",
     "template",
     "crawlers",
+    "codes",
 )
 # What each named gate may set for itself (``premium.palier = fra2``); the same options
 # without a gate name are the defaults of every gate.
@@ -140,6 +142,7 @@ GATE_OPTIONS = (
     "template",
     "max_devices",
     "rate_limit",
+    "codes",
 )
 # What may be set per palier (``price_notice.bel1 = ...``), for a gate or for all.
 PALIER_OPTIONS = ("number", "price_notice")
@@ -264,6 +267,7 @@ def _parse_one_gate(name: str, opts: dict[str, Any], here: str) -> GateConfig:
         max_pending=_parse_count("max_pending", opts.get("max_pending", 2), 1, 1000),
         template=_parse_template(opts.get("template"), here),
         crawlers=_parse_crawlers(opts.get("crawlers")),
+        codes=_parse_count("codes", opts.get("codes", 1), 1, 5),
     )
 
 

@@ -13,6 +13,7 @@ and check one signature, and build nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ from .numbers import NumberCache
 from .page import Offer, PageContent, render, render_link_page
 from .paths import PrefixMatcher
 from .store import StoreError, open_store
-from .tokens import GRANT_PARAM, SEPARATOR, AccessTokens, cookie_values
+from .tokens import GRANT_PARAM, SEPARATOR, AccessTokens, SetProgress, cookie_values
 from .verification import Decision, Verifier
 
 log = logging.getLogger("alloconv_gate")
@@ -81,6 +82,11 @@ class GateParts:
     tokens: AccessTokens
     verifier: Verifier
     numbers: tuple[NumberCache, ...]  # one per palier, in the config's order
+    progress: SetProgress  # codes = N: the codes of an unfinished set that passed
+
+    @property
+    def progress_cookie(self) -> str:
+        return f"{self.config.cookie_name}_set_{self.config.name}"
 
 
 class Gate:
@@ -132,6 +138,7 @@ class Gate:
                     )
                     for palier, fallback in zip(config.paliers, config.numbers, strict=True)
                 ),
+                SetProgress(config.secrets, config.scope, clock),
             )
             self._parts.update(dict.fromkeys(config.prefixes, parts))
         self._paths = PrefixMatcher(self._parts)
@@ -202,13 +209,55 @@ class Gate:
         if fields is None:
             return self._page(gate, request, 400, "error_malformed")
         if GRANT_PARAM in fields:
-            return self._use_link(gate, request, fields[GRANT_PARAM])
-        code = fields.get("code", "").strip()
+            return self._use_link(gate, request, fields[GRANT_PARAM][0])
+        codes = [code.strip() for code in fields.get("code", [])] or [""]
         back_to = own_url(request.environ)  # computed before the code may be spent
-        decision = gate.verifier.submit(code, _client(request), self._gate_id(gate, request))
+        decision = self._verify(gate, request, codes)
         if decision.granted:
-            return self._grant(gate, request, back_to, decision.until)
-        return self._page(gate, request, decision.status, decision.error, code, decision)
+            response = self._grant(gate, request, back_to, decision.until)
+            if gate.config.codes > 1:
+                response.delete_cookie(gate.progress_cookie, path="/")
+            return response
+        typed = codes[0] if decision.error != "error_more_codes" else ""
+        response = self._page(gate, request, decision.status, decision.error, typed, decision)
+        if decision.passed:
+            response.set_cookie(
+                gate.progress_cookie,
+                gate.progress.dump(decision.passed, request.script_name),
+                max_age=SetProgress.LIFETIME,
+                path="/",
+                secure=self._secure(request),
+                httponly=True,
+                samesite="lax",
+            )
+        return response
+
+    def _verify(self, gate: GateParts, request: Request, codes: list[str]) -> Decision:
+        """Each code typed, in turn, until access is granted or one fails.
+
+        With ``codes = N`` the codes that passed before (the progress cookie) are kept,
+        and a code typed again that already passed is not sent twice.
+        """
+        client, gate_id = _client(request), self._gate_id(gate, request)
+        needed = gate.config.codes
+        passed = self._progress(gate, request) if needed > 1 else ()
+        decision = None
+        for code in codes[: max(1, needed - len(passed))]:
+            if needed > 1 and gate.verifier.hash_of(code) in passed:
+                continue
+            decision = gate.verifier.submit(code, client, gate_id, passed)
+            if decision.granted:
+                return decision
+            if decision.error != "error_more_codes":  # a failure keeps what passed before
+                return dataclasses.replace(decision, passed=passed, needed=needed)
+            passed = decision.passed
+        return decision or Decision(
+            status=402, error="error_more_codes", passed=passed, needed=needed
+        )
+
+    def _progress(self, gate: GateParts, request: Request) -> tuple[str, ...]:
+        values = cookie_values(request.environ.get("HTTP_COOKIE", ""), gate.progress_cookie)
+        return gate.progress.load(values[0] if values else None, request.script_name)
 
     def _link_page(self, gate: GateParts, request: Request, token: str) -> Response:
         """A support link opened: a button that uses it (a GET never does)."""
@@ -247,17 +296,20 @@ class Gate:
         value = tokens.cookie_value(
             tokens.issue(until=until, mount=mount), self._cookie_value(request.environ), mount
         )
-        secure = self.config.cookie_secure
         response.set_cookie(
             self.config.cookie_name,
             value,
             max_age=tokens.max_age(value),
             path="/",
-            secure=request.scheme == "https" if secure is None else secure,
+            secure=self._secure(request),
             httponly=True,
             samesite="lax",
         )
         return response
+
+    def _secure(self, request: Request) -> bool:
+        secure = self.config.cookie_secure
+        return request.scheme == "https" if secure is None else secure
 
     def _page(
         self,
@@ -293,6 +345,14 @@ class Gate:
                 code=code,
                 reference=decision.reference if decision else "",
                 template=config.template,
+                codes_needed=config.codes,
+                codes_passed=len(
+                    decision.passed
+                    if decision and decision.passed
+                    else self._progress(gate, request)
+                    if config.codes > 1
+                    else ()
+                ),
             )
             response = Response(
                 body=render(content), status=status, content_type="text/html", charset="utf-8"
@@ -382,18 +442,24 @@ def _strip_default_port(host: str) -> str:
     return host
 
 
-def _read_fields(body: bytes, content_type: str) -> dict[str, str] | None:
-    """The submitted fields (first value of each), or None when the body is unreadable."""
+def _read_fields(body: bytes, content_type: str) -> dict[str, list[str]] | None:
+    """The submitted fields (each a list of values), or None when the body is unreadable.
+
+    JSON: ``{"code": "..."}``, or ``{"codes": ["...", "..."]}`` for a gate with codes = N.
+    """
     try:
         if content_type == JSON_TYPE:
             data = json.loads(body.decode("utf-8"))
             if not isinstance(data, dict):
                 return None
-            return {key: value for key, value in data.items() if isinstance(value, str)}
-        fields = parse_qs(body.decode("ascii"), errors="strict", max_num_fields=16)
+            fields = {k: [v] for k, v in data.items() if isinstance(v, str)}
+            codes = data.get("codes")
+            if isinstance(codes, list):
+                fields["code"] = [c for c in codes[:8] if isinstance(c, str)]
+            return fields
+        return parse_qs(body.decode("ascii"), errors="strict", max_num_fields=16)
     except (UnicodeDecodeError, ValueError):
         return None
-    return {key: values[0] for key, values in fields.items()}
 
 
 def _wants_json(request: Request) -> bool:

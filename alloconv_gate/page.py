@@ -49,6 +49,8 @@ class PageContent:
     code: str = ""  # what the visitor typed, shown again after an error
     reference: str = ""  # for support, in messages that have a {reference}
     template: str | None = None  # a webmaster's template text; None: the default
+    codes_needed: int = 1  # codes = N: how many codes one access takes
+    codes_passed: int = 0  # and how many of them passed already
 
 
 @functools.cache
@@ -123,15 +125,31 @@ def _steps_block(text: dict[str, str]) -> str:
 
 
 def _form_block(content: PageContent, text: dict[str, str]) -> str:
-    error = text[content.error].format(reference=content.reference) if content.error else ""
-    invalid = ' aria-invalid="true"' if content.error else ""
+    needed, passed = content.codes_needed, content.codes_passed
+    error = ""
+    if content.error:
+        error = text[content.error].format(reference=content.reference, done=passed, n=needed)
+    invalid = (
+        ' aria-invalid="true"' if content.error and content.error != "error_more_codes" else ""
+    )
+    intro = f'<p class="codes">{escape(text["codes_needed"].format(n=needed))}</p>\n'
+    fields = []
+    for i in range(passed + 1, needed + 1):
+        field_id = "code" if i == passed + 1 else f"code{i}"
+        label = text["code_label"] if needed == 1 else text["code_label_n"].format(i=i)
+        value = content.code if i == passed + 1 else ""
+        fields.append(
+            f'<label for="{field_id}">{escape(label)}</label>\n'
+            f'<input id="{field_id}" name="code" type="text" value="{escape(value)}" required '
+            f'minlength="8" maxlength="64" autocomplete="one-time-code" '
+            f'autocapitalize="characters" spellcheck="false" aria-describedby="code-error"'
+            f"{invalid if i == passed + 1 else ''}>\n"
+        )
     return (
         f'<div class="alert" role="alert" id="code-error">{escape(error)}</div>\n'
+        f"{intro if needed > 1 else ''}"
         f'<form method="post" action="{escape(content.action)}">\n'
-        f'<label for="code">{escape(text["code_label"])}</label>\n'
-        f'<input id="code" name="code" type="text" value="{escape(content.code)}" required '
-        f'minlength="8" maxlength="64" autocomplete="one-time-code" autocapitalize="characters" '
-        f'spellcheck="false" aria-describedby="code-error"{invalid}>\n'
+        f"{''.join(fields)}"
         f'<button type="submit">{escape(text["submit"])}</button>\n'
         f"</form>"
     )

@@ -218,3 +218,34 @@ class GrantLinks:
         if type(grant_id) is not str or type(duration) is not int or duration <= 0:
             return None
         return grant_id, duration
+
+
+class SetProgress:
+    """With ``codes = N``: which codes of the visitor's unfinished set have passed.
+
+    Kept in a signed cookie of its own, so that a code that passed is never lost because
+    another failed; the journal keeps the same, should the cookie be lost.
+    """
+
+    LIFETIME = 86400
+
+    def __init__(self, secrets: Sequence[str], scope: str, clock: Clock = time.time):
+        self._serializer = URLSafeTimedSerializer(
+            list(reversed(secrets)),
+            salt=f"alloconv_gate.progress:{scope}",
+            signer=clocked_signer(clock),
+        )
+
+    def dump(self, passed: tuple[str, ...], mount: str = "") -> str:
+        return self._serializer.dumps([mount, list(passed)])
+
+    def load(self, value: str | None, mount: str = "") -> tuple[str, ...]:
+        if not value:
+            return ()
+        try:
+            signed_mount, passed = self._serializer.loads(value, max_age=self.LIFETIME)
+        except (BadData, TypeError, ValueError):
+            return ()
+        if signed_mount != mount or not isinstance(passed, list):
+            return ()
+        return tuple(h for h in passed[:8] if isinstance(h, str))

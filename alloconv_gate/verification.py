@@ -58,6 +58,8 @@ class Decision:
     error: str | None = None  # a catalogue key
     reference: str = ""
     retry_after: int | None = None
+    passed: tuple[str, ...] = ()  # with codes = N: the hashes of this set's codes that passed
+    needed: int = 1  # with codes = N: how many codes the set takes
 
     @property
     def granted(self) -> bool:
@@ -86,8 +88,16 @@ class Verifier:
         self._links = GrantLinks(config.secrets, config.scope, clock)
         self._in_flight = threading.BoundedSemaphore(config.max_pending)
 
-    def submit(self, code: str, client: str, gate: str) -> Decision:
-        """Decide on ``code`` (already stripped) sent by ``client`` to ``gate``."""
+    def hash_of(self, code: str) -> str:
+        return code_hash(self._hash_keys[0], code)
+
+    def submit(self, code: str, client: str, gate: str, passed: tuple[str, ...] = ()) -> Decision:
+        """Decide on ``code`` (already stripped) sent by ``client`` to ``gate``.
+
+        With ``codes = N``, ``passed`` holds the hashes of the codes of this set that
+        passed before: access is granted when N have passed, and until then the decision
+        carries the progress.
+        """
         now = self._clock()
         attempt = Attempt(
             id=uuid.uuid4().hex,
@@ -126,7 +136,7 @@ class Verifier:
             except StoreError as exc:
                 log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
                 return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
-            return self._ask(attempt, code, hashes)
+            return self._ask(attempt, code, hashes, passed)
         finally:
             self._in_flight.release()
 
@@ -170,14 +180,16 @@ class Verifier:
         log.info("%s restored until %d", _who(attempt), redemption.ends_at)
         return Decision(until=int(redemption.ends_at))
 
-    def _ask(self, attempt: Attempt, code: str, hashes: list[str]) -> Decision:
+    def _ask(
+        self, attempt: Attempt, code: str, hashes: list[str], passed: tuple[str, ...]
+    ) -> Decision:
         """The pending record is written: ask AlloConv, then complete it."""
         check = self._alloconv.verify(code)
         verdict = check.verdict
         if verdict is Verdict.OK:
-            return self._grant(attempt, check, "ok")
+            return self._grant(attempt, check, "ok", passed)
         if verdict is Verdict.INVALID:
-            return self._used(attempt, check, hashes)
+            return self._used(attempt, check, hashes, passed)
         if verdict is Verdict.WRONG_PALIER:
             log.info("%s refused: %s", _who(attempt), check.answer)
             self._complete(attempt, "wrong-palier", check)
@@ -203,13 +215,17 @@ class Verifier:
             retry_after=RETRY_AFTER,
         )
 
-    def _used(self, attempt: Attempt, check: Check, hashes: list[str]) -> Decision:
+    def _used(
+        self, attempt: Attempt, check: Check, hashes: list[str], passed: tuple[str, ...]
+    ) -> Decision:
         """ERR3: unknown or already used. Used *here* is not a refusal:
 
         - a redemption that appeared meanwhile (the same code sent twice at once, from a
           double click or two tabs): restore;
         - an earlier attempt of this code on this gate whose answer was lost, or that
-          a crash left pending: it was consumed then; recovery.
+          a crash left pending: it was consumed then; recovery;
+        - with ``codes = N``, a code of an unfinished set that passed here before (the
+          visitor lost the progress cookie): it counts again.
         """
         try:
             redemption = self._redemption(attempt.gate, hashes)
@@ -217,6 +233,7 @@ class Verifier:
                 self._complete(attempt, "invalid", check)
                 return self._restore(dataclasses.replace(attempt, id=uuid.uuid4().hex), redemption)
             lost = self._lost_before(attempt, hashes)
+            counted = self.config.codes > 1 and self._passed_before(attempt, hashes)
         except StoreError as exc:
             log.error("store failed after ERR3 for %s: %s", _who(attempt), exc)
             self._complete(attempt, "unavailable", check)
@@ -227,7 +244,9 @@ class Verifier:
                 "it was consumed then; access granted",
                 _who(attempt),
             )
-            return self._grant(attempt, check, "recovered")
+            return self._grant(attempt, check, "recovered", passed)
+        if counted:
+            return self._grant(attempt, check, "restored", passed)
         log.info("%s refused: %s", _who(attempt), check.answer)
         self._complete(attempt, "invalid", check)
         return refuse(402, "error_invalid")
@@ -256,10 +275,32 @@ class Verifier:
                     return True
         return False
 
-    def _grant(self, attempt: Attempt, check: Check, outcome: str) -> Decision:
+    def _passed_before(self, attempt: Attempt, hashes: list[str]) -> bool:
+        """Whether a code of an unfinished set passed on this gate within ``duration``."""
+        since = attempt.time - self.config.duration
+        return any(
+            earlier.outcome == "ok" and earlier.id != attempt.id
+            for hashed in hashes
+            for earlier in self._store.journal(
+                gate=attempt.gate, code_hash=hashed, outcome="ok", since=since, limit=5
+            )
+        )
+
+    def _grant(
+        self, attempt: Attempt, check: Check, outcome: str, passed: tuple[str, ...] = ()
+    ) -> Decision:
+        done = (*passed, attempt.code_hash)
+        needed = self.config.codes
+        if len(done) < needed:
+            # One code of a set passed: its record says so; access waits for the others.
+            detail = f"{check.answer}; code {len(done)} of {needed}"
+            self._complete(attempt, outcome, dataclasses.replace(check, answer=detail))
+            log.info("%s %s: code %d of %d", _who(attempt), outcome, len(done), needed)
+            return refuse(402, "error_more_codes", passed=done, needed=needed)
         until = int(attempt.time) + self.config.duration
         try:
-            self._store.redeem(attempt.gate, attempt.code_hash, attempt.time, until)
+            for hashed in done:
+                self._store.redeem(attempt.gate, hashed, attempt.time, until)
             self._store.complete(attempt.id, outcome, check.latency, check.answer)
         except StoreError as exc:
             # Paid is paid: the cookie goes out, and the record goes to the log in full.

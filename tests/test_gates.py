@@ -269,3 +269,68 @@ class TestJSON:
         assert lost.json["error"] == "unavailable"
         assert lost.json["reference"] in lost.json["message"]
         assert json.loads(lost.body)["paliers"]
+
+
+class TestSeveralCodesForOneAccess:
+    @pytest.fixture
+    def browser(self, make_gate):
+        return TestApp(make_gate(palier="fra1", prefixes="/premium", codes="2"))
+
+    def test_the_page_asks_for_two_codes_and_says_so(self, browser):
+        page = browser.get("/premium/x", status=402)
+        assert len(page.html.find_all("input", attrs={"name": "code"})) == 2
+        assert "demande 2 codes" in page.text
+
+    def test_both_codes_at_once(self, browser, sandbox):
+        codes = [sandbox.issue_code(), sandbox.issue_code()]
+        form = browser.get("/premium/x", status=402).forms[0]
+        form.set("code", codes[0], index=0)
+        form.set("code", codes[1], index=1)
+        form.submit(status=303)
+        browser.get("/premium/x", status=200)
+
+    def test_a_code_that_passed_is_kept_when_the_other_fails(self, browser, sandbox):
+        good, later = sandbox.issue_code(), sandbox.issue_code()
+        form = browser.get("/premium/x", status=402).forms[0]
+        form.set("code", good, index=0)
+        form.set("code", "ZZZZ9999", index=1)
+        page = form.submit(status=402)
+        assert "pas valide" in page.html.find(attrs={"role": "alert"}).text
+        page = browser.get("/premium/x", status=402)  # progress kept in its cookie
+        assert len(page.html.find_all("input", attrs={"name": "code"})) == 1
+        assert page.html.find("label").text == "Code 2"
+        page.forms[0].set("code", later)
+        answer = page.forms[0].submit(status=303)
+        assert any(  # the finished set's progress cookie is deleted
+            c.startswith("alloconv_access_set_default=;")
+            for c in answer.headers.getall("Set-Cookie")
+        )
+        browser.get("/premium/x", status=200)
+
+    def test_one_code_then_the_next_later(self, browser, sandbox):
+        first = browser.post("/premium/x", {"code": sandbox.issue_code()}, status=402)
+        assert "1 code(s) sur 2" in first.html.find(attrs={"role": "alert"}).text
+        browser.post("/premium/x", {"code": sandbox.issue_code()}, status=303)
+        browser.get("/premium/x", status=200)
+
+    def test_progress_survives_a_lost_cookie_through_the_journal(self, browser, sandbox):
+        first, second = sandbox.issue_code(), sandbox.issue_code()
+        browser.post("/premium/x", {"code": first}, status=402)
+        browser.reset()  # the progress cookie is gone
+        form = browser.get("/premium/x", status=402).forms[0]
+        form.set("code", first, index=0)  # AlloConv now says ERR3: it passed here
+        form.set("code", second, index=1)
+        form.submit(status=303)
+
+    def test_as_json(self, browser, sandbox):
+        codes = [sandbox.issue_code(), sandbox.issue_code()]
+        answer = browser.post_json("/premium/x", {"codes": codes}, status=200)
+        assert answer.json["access_until"] > 0
+
+    def test_a_finished_set_restores_with_any_of_its_codes(self, browser, make_gate, sandbox):
+        codes = [sandbox.issue_code(), sandbox.issue_code()]
+        browser.post_json("/premium/x", {"codes": codes}, status=200)
+        gate = browser.app
+        other = TestApp(gate)
+        other.post("/premium/x", {"code": codes[1]}, status=303)
+        other.get("/premium/x", status=200)

@@ -99,7 +99,7 @@ class TestLanguage:
     @pytest.mark.parametrize("error", ERRORS)
     def test_every_error_renders_in_every_language(self, language, error):
         html = page(language=language, error=error, reference="0A1B2C3D4E")
-        expected = catalogue(language)[error].format(reference="0A1B2C3D4E")
+        expected = catalogue(language)[error].format(reference="0A1B2C3D4E", done=0, n=1)
         assert text_of(html, "code-error") == expected
 
     def test_utf8_with_a_charset_meta(self):
