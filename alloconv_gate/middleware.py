@@ -155,23 +155,16 @@ class Gate:
         until = gate.tokens.check(self._cookie_value(environ), environ.get("SCRIPT_NAME", ""))
         if until is not None:
             environ["alloconv_gate.access_until"] = until
+            return self._private(environ, start_response)
 
-            def private_start_response(status, headers, exc_info=None):
-                return start_response(status, private_headers(headers), exc_info)
-
-            return self.app(environ, private_start_response)
-
-        if self._crawlers is not None:  # a search engine's verified crawler reads, to index
+        # A search engine's verified crawler reads (never writes), so the page is indexed.
+        if self._crawlers is not None and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             crawler = self._crawlers.crawler(
                 environ.get("REMOTE_ADDR") or "", environ.get("HTTP_USER_AGENT") or ""
             )
             if crawler is not None:
                 environ["alloconv_gate.crawler"] = crawler
-
-                def crawler_start_response(status, headers, exc_info=None):
-                    return start_response(status, private_headers(headers), exc_info)
-
-                return self.app(environ, crawler_start_response)
+                return self._private(environ, start_response)
 
         request = Request(environ)
         link = _grant_link(environ)
@@ -182,6 +175,14 @@ class Gate:
         else:
             response = self._page(gate, request, 402)
         return response(environ, start_response)
+
+    def _private(self, environ, start_response):
+        """The app, its response kept out of shared caches: it was made for one reader."""
+
+        def private_start_response(status, headers, exc_info=None):
+            return start_response(status, private_headers(headers), exc_info)
+
+        return self.app(environ, private_start_response)
 
     def _cookie_value(self, environ) -> str:
         """Our cookie's value(s), joined: the tokens of any of them count."""

@@ -141,6 +141,17 @@ class TestVerifiedCrawlers:
         assert response.headers["Cache-Control"] == "private, max-age=60"
         assert response.headers["Vary"] == "Cookie"
 
+    def test_a_crawler_only_reads(self, site, app, resolver):
+        site.post(
+            "/premium/article",
+            {"comment": "x"},
+            headers={"User-Agent": GOOGLEBOT_UA},
+            extra_environ={"REMOTE_ADDR": GOOGLE_IP},
+            status=402,
+        )
+        assert app.environs == []
+        assert resolver.calls == []
+
     def test_ipv6_is_looked_up_as_given(self, site, resolver):
         visit(site, GOOGLE_IP6, GOOGLEBOT_UA)
         assert resolver.calls == [("reverse", GOOGLE_IP6), ("forward", GOOGLE_HOST6)]
