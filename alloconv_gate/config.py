@@ -25,7 +25,8 @@ from .paths import normalise_prefix
 from .store import DEFAULT_STORE, resolve_store_url
 
 DEFAULT_API_BASE = "https://www.alloconv.fr/scripts"
-LANGUAGES = ("fr", "en")  # with "auto": the visitor's, from Accept-Language
+# One per catalogue file (fr, en...); with "auto": the visitor's, from Accept-Language.
+LANGUAGES = messages.languages()
 MIN_SECRET_LENGTH = 32
 # Browsers cap a cookie's lifetime at 400 days; a longer access would end early, silently.
 MAX_DURATION = 400 * 86400

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from alloconv_gate.messages import catalogue
+from alloconv_gate.messages import catalogue, languages
 from alloconv_gate.page import Offer, PageContent, describe_duration, render
 
 NOTICE = "3,00 € par code (appel surtaxé)"
@@ -93,7 +93,11 @@ class TestLanguage:
         assert "Appelez le numéro ci-dessus." in visible_text(html)
 
     def test_catalogues_have_the_same_keys(self):
-        assert set(catalogue("en")) == set(catalogue("fr"))
+        for language in languages():
+            assert set(catalogue(language)) == set(catalogue("fr")), language
+
+    def test_every_catalogue_file_is_a_language(self):
+        assert languages() == ("fr", "en")
 
     @pytest.mark.parametrize("language", ["fr", "en"])
     @pytest.mark.parametrize("error", ERRORS)
