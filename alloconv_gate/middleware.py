@@ -453,6 +453,8 @@ def _read_fields(body: bytes, content_type: str) -> dict[str, list[str]] | None:
             data = json.loads(body.decode("utf-8"))
             if not isinstance(data, dict):
                 return None
+            # "\ud800" is valid JSON but no text: a lone surrogate cannot be encoded again
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
             fields = {k: [v] for k, v in data.items() if isinstance(v, str)}
             codes = data.get("codes")
             if isinstance(codes, list):

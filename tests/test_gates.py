@@ -249,6 +249,19 @@ class TestJSON:
         )
         assert answer.json["error"] == "malformed"
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(b'{"code": "ABCDEFGH\\ud800"}', id="code"),
+            pytest.param(b'{"codes": ["\\udfff", "ABCDEFGH"]}', id="codes"),
+            pytest.param(b'{"alloconv_grant": "\\ud800"}', id="support-link"),
+        ],
+    )
+    def test_a_lone_surrogate_is_malformed(self, client, sandbox, body):
+        answer = client.post("/premium/x", body, content_type="application/json", status=400)
+        assert answer.json["error"] == "malformed"
+        assert sandbox.calls["api-micropaiement"] == 0
+
     def test_wrong_palier_rate_limited_and_unavailable(self, make_gate, sandbox):
         strict = Sandbox(accepted_paliers=["fra1"])
         with serve(strict) as server:
