@@ -461,7 +461,7 @@ def _read_fields(body: bytes, content_type: str) -> dict[str, list[str]] | None:
                 fields["code"] = [c for c in codes[:8] if isinstance(c, str)]
             return fields
         return parse_qs(body.decode("ascii"), errors="strict", max_num_fields=16)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # [[[[... nests too deep
         return None
 
 

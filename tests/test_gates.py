@@ -11,6 +11,7 @@ from webtest import TestApp
 
 from alloconv_gate import ConfigError, Gate
 from alloconv_gate.config import parse_gates
+from alloconv_gate.middleware import MAX_FORM_BYTES
 from alloconv_gate.sandbox import Sandbox
 
 SECRET = "several-gates-tests-secret-0123456789abcdef"
@@ -261,6 +262,18 @@ class TestJSON:
         answer = client.post("/premium/x", body, content_type="application/json", status=400)
         assert answer.json["error"] == "malformed"
         assert sandbox.calls["api-micropaiement"] == 0
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(b"[" * 2000 + b"]" * 2000, id="arrays"),
+            pytest.param(b'{"a":[' * 500 + b"]}" * 500, id="objects-and-arrays"),
+        ],
+    )
+    def test_json_nested_too_deep_is_malformed(self, client, body):
+        assert len(body) <= MAX_FORM_BYTES
+        answer = client.post("/premium/x", body, content_type="application/json", status=400)
+        assert answer.json["error"] == "malformed"
 
     def test_wrong_palier_rate_limited_and_unavailable(self, make_gate, sandbox):
         strict = Sandbox(accepted_paliers=["fra1"])
