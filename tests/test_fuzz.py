@@ -4,11 +4,14 @@ The gate is called as a WSGI server calls it, with a hand-built PEP 3333 environ
 every byte is chosen here: PATH_INFO is the latin-1 text of arbitrary bytes, QUERY_STRING
 is raw, headers are ``HTTP_*`` keys. AlloConv is the sandbox over real HTTP on loopback,
 the store is in memory, rate limits are off (every code that looks like one reaches the
-sandbox) and the clock stands still.
+sandbox), the clock stands still, and the crawler check asks a fake DNS. The gate offers
+two paliers, picks its language from Accept-Language, answers JSON to those who ask, and
+lets verified search engine crawlers read; a second one takes two codes for one access.
 
 Each property is one test, and every example is checked against all of them:
 
-1. under the prefix, without a valid cookie, the wrapped app is never called;
+1. under the prefix, the wrapped app is called only with a valid cookie (or for a
+   verified crawler's GET);
 2. the gate never raises and never answers 500: a valid status line, headers of str;
 3. nothing the visitor sent comes back raw, in the body or in any header;
 4. outside the prefix, the app gets the very environ and its own iterable comes back;
@@ -28,6 +31,7 @@ import re
 import string
 import uuid
 from dataclasses import dataclass, replace
+from typing import ClassVar
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -54,8 +58,8 @@ PAID = b"the paid article"
 MARKER = "<x-fuzz q=\"1\" r='2'>"
 RAW_PIECES = ("<x-fuzz", 'q="1"', "'2'>")
 
-# The gate's own answers (200 is its support link page, or the app's). With the sandbox
-# up and rate limits off, nothing here may be a 5xx.
+# The answers the gate may give (200 is the app's, a support link's page, or access
+# granted in JSON). With the sandbox up and rate limits off, never a 5xx.
 GATE_STATUSES = {200, 303, 400, 402, 403, 413}
 STATUS_LINE = re.compile(r"[1-5][0-9]{2} [\x20-\x7e]+")
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -139,6 +143,7 @@ class Tokens:
     other_prefix: str  # a gate with the same secret protecting /other
     other_secret: str  # a gate protecting /premium with another secret
     forged: str  # this gate's salt and payload, signed with another key
+    progress: str = ""  # codes = 2: the progress cookie once one code has passed
 
 
 @dataclass
@@ -155,38 +160,79 @@ class Site:
         return links.issue(uuid.uuid4().hex, 3600)
 
 
+class FakeDNS:
+    """The crawler check's DNS: a real Googlebot and Bingbot, and addresses that only
+    claim to be one (the PTR record their owner wrote, a look-alike name, a cloud VM)."""
+
+    PTR: ClassVar = {
+        "66.249.66.1": "crawl-66-249-66-1.googlebot.com",
+        "157.55.39.1": "msnbot-157-55-39-1.search.msn.com",
+        "203.0.113.7": "crawl-66-249-66-1.googlebot.com",
+        "203.0.113.8": "crawl-203-0-113-8.googlebot.com.evil.example",
+        "203.0.113.9": "vm-203-0-113-9.bc.googleusercontent.com",
+    }
+    A: ClassVar = {
+        "crawl-66-249-66-1.googlebot.com": ["66.249.66.1"],
+        "msnbot-157-55-39-1.search.msn.com": ["157.55.39.1"],
+        "crawl-203-0-113-8.googlebot.com.evil.example": ["203.0.113.8"],
+        "vm-203-0-113-9.bc.googleusercontent.com": ["203.0.113.9"],
+    }
+
+    def reverse(self, address: str) -> str | None:
+        if address == "203.0.113.66":
+            raise OSError("the resolver timed out")
+        return self.PTR.get(address)
+
+    def forward(self, hostname: str) -> list[str]:
+        return self.A.get(hostname, [])
+
+
+# REMOTE_ADDR values that are the verified crawler of an engine.
+VERIFIED_CRAWLERS = {
+    "66.249.66.1": "google",
+    " 66.249.66.1": "google",
+    "::ffff:66.249.66.1": "google",
+    "157.55.39.1": "bing",
+}
+BOTS = {"google": ("googlebot", "google-inspectiontool"), "bing": ("bingbot",)}
+BOTS_UA = ("Googlebot/2.1", "Google-InspectionTool/1.0", "bingbot/2.0", "Googlebot-News")
+
+
 def make_gate(app, clock, api_base, **options):
     settings = {
         "api_key": KEY,
         "secret": SECRET,
-        "palier": "fra1",
+        "palier": "fra1 bel1",
+        "language": "auto",
         "prefixes": "/premium",
         "api_base": api_base,
         "timeout": "2",
         "store": "memory",
         "rate_limit": "off",
+        "crawlers": "google bing",
+        "price_notice.bel1": "2,00 € par appel",
         **options,
     }
-    return Gate(app, clock=clock, **settings)
+    return Gate(app, clock=clock, resolver=FakeDNS(), **settings)
 
 
-def sign(secret: str, payload, clock: FakeClock, *, age: float = 0) -> str:
+def sign(secret: str, payload, clock: FakeClock, *, age: float = 0, salt: str = SALT) -> str:
     """A token as the gate makes them, signed with ``secret``, dated ``age`` seconds ago."""
 
     class Signer(TimestampSigner):
         def get_timestamp(self) -> int:
             return int(clock() - age)
 
-    return URLSafeTimedSerializer(secret, salt=SALT, signer=Signer).dumps(payload)
+    return URLSafeTimedSerializer(secret, salt=salt, signer=Signer).dumps(payload)
 
 
-def buy(gate, sandbox, path: str) -> str:
+def buy(gate, sandbox, path: str, *, status: str = "303 See Other") -> str:
     """The cookie value a visitor gets by paying ``gate`` with a fresh sandbox code."""
     visit = form_post(Visit(path=path), f"code={sandbox.issue_code()}".encode())
     headers = {}
 
-    def start_response(status, headerlist, exc_info=None):
-        assert status.startswith("303"), status
+    def start_response(given, headerlist, exc_info=None):
+        assert given == status, given
         headers.update(headerlist)
 
     gate(visit.environ(), start_response)
@@ -213,6 +259,18 @@ def site(sandbox_server):
     sandbox.clear_fault()
 
 
+PROGRESS = f"{COOKIE}_set_default"
+
+
+@pytest.fixture(scope="module")
+def site_of_two(site, sandbox_server):
+    """A gate that takes two codes for one access (``codes = 2``), same secret and scope."""
+    app = RecordingApp()
+    gate = make_gate(app, site.clock, sandbox_server.url, codes="2")
+    progress = buy(gate, site.sandbox, "/premium/x", status="402 Payment Required")
+    return Site(gate, app, site.sandbox, site.clock, replace(site.tokens, progress=progress))
+
+
 # One request, as a server hands it to the app.
 
 
@@ -229,6 +287,7 @@ class Visit:
     chunked: bool = False  # wsgi.input_terminated: a body without CONTENT_LENGTH
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    remote_addr: str = "127.0.0.1"
     cookie_opens: bool = False  # the cookie holds a token the gate must accept
     kinds: tuple[str, ...] = ()  # the classes of input, for the statistics
 
@@ -241,7 +300,7 @@ class Visit:
             "SERVER_NAME": "localhost",
             "SERVER_PORT": "443" if self.scheme == "https" else "80",
             "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_ADDR": self.remote_addr,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": self.scheme,
             "wsgi.input": MeteredInput(self.body),
@@ -264,7 +323,16 @@ class Visit:
 
     def opens(self) -> bool:
         """Whether the gate must let this visit through to the app."""
-        return not under_prefix(self.path) or (self.cookie_opens and self.script_name == "")
+        paid = self.cookie_opens and self.script_name == ""
+        return not under_prefix(self.path) or paid or self.crawler() is not None
+
+    def crawler(self) -> str | None:
+        """The engine whose verified crawler reads: its address, User-Agent and method."""
+        if self.method not in ("GET", "HEAD"):
+            return None
+        engine = VERIFIED_CRAWLERS.get(self.remote_addr)
+        agent = dict(self.headers).get("User-Agent", "").lower()
+        return engine if engine and any(bot in agent for bot in BOTS[engine]) else None
 
 
 def under_prefix(path: str) -> bool:
@@ -550,6 +618,45 @@ def valid_cookies(draw, site: Site) -> tuple[str, str]:
     return f"cookie: valid, {kind}{', quoted' if quoted else ''}", separator.join(pairs)
 
 
+PROGRESS_SALT = "alloconv_gate.progress:default:/premium"
+
+
+def progress_values(site: Site) -> st.SearchStrategy[tuple[str, str]]:
+    """(kind, value) of the ``codes = N`` progress cookie: real, or anything but."""
+    real, clock = site.tokens.progress, site.clock
+    odd_payloads = st.sampled_from(
+        [["", "x"], ["/mount", ["a" * 64]], "x", [], ["", ["h"] * 100], ["", [1, None]], [None]]
+    )
+    return st.one_of(
+        st.just(("one code passed", real)),
+        st.integers(0, len(real) - 1).map(lambda n: ("truncated", real[:n])),
+        st.just(
+            ("re-signed with another key", sign(OTHER_SECRET, ["", []], clock, salt=PROGRESS_SALT))
+        ),
+        odd_payloads.map(
+            lambda payload: (
+                "right key, odd payload",
+                sign(SECRET, payload, clock, salt=PROGRESS_SALT),
+            )
+        ),
+        any_bytes(60).map(lambda value: ("junk", value.replace(";", ""))),
+        st.integers(4096, 65536).map(lambda n: ("huge", "A" * n)),
+    )
+
+
+@st.composite
+def progress_cookies(draw, site: Site) -> tuple[str, str]:
+    """(kind, Cookie header) with a progress cookie next to an access cookie that fails."""
+    _, access = draw(refused_cookies(site))
+    kind, value = draw(progress_values(site))
+    pair = f"{PROGRESS}={value}"
+    if access is None:
+        return f"cookie: progress, {kind}", pair
+    return f"cookie: progress, {kind}", draw(
+        st.sampled_from([f"{access}; {pair}", f"{pair}; {access}"])
+    )
+
+
 # Bodies.
 
 CODES = st.one_of(
@@ -567,6 +674,38 @@ def form_fields(codes) -> st.SearchStrategy[list[tuple[str, str]]]:
     return st.tuples(codes, st.lists(extra, max_size=4)).map(lambda t: [("code", t[0]), *t[1]])
 
 
+JSON_TYPES = ("application/json", "application/json", "application/json; charset=utf-8", FORM)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+DEPTHS = st.sampled_from([2, 100, 1000, 2000, 2048]) | st.integers(1, 2048)
+SURROGATES = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2)
+
+
+def json_bodies(codes) -> st.SearchStrategy[str]:
+    """JSON texts: the documented ``{"code": ...}`` and ``{"codes": [...]}``, and worse."""
+    return st.one_of(
+        codes.map(lambda code: json.dumps({"code": code})),
+        st.lists(st.one_of(codes, JSON_VALUES), max_size=10).map(
+            lambda items: json.dumps({"codes": items})
+        ),
+        st.dictionaries(st.sampled_from(["code", "codes", GRANT_PARAM, "x"]), JSON_VALUES).map(
+            json.dumps
+        ),
+        JSON_VALUES.map(json.dumps),
+        st.tuples(codes, SURROGATES, st.sampled_from(["code", "codes", GRANT_PARAM])).map(
+            # lone surrogates, as \\ud800 escapes: valid JSON, not valid text
+            lambda t: json.dumps({t[2]: [t[0] + t[1]] if t[2] == "codes" else t[0] + t[1]})
+        ),
+        DEPTHS.map(lambda depth: "[" * depth + "]" * depth),
+        DEPTHS.map(lambda depth: '{"code":' * (depth // 5) + "1" + "}" * (depth // 5)),
+        st.sampled_from(["", "{", "NaN", '{"code": 1e999}', '{"code": "A", "code": "B"}']),
+        st.sampled_from(['"\\ud800"', '{"code": "\\u0000AAAAAAA"}', "\ufeff{}", "[]", "null"]),
+    )
+
+
 @st.composite
 def bodies(draw, site: Site) -> tuple[str, str | None, bytes]:
     """(kind, CONTENT_TYPE, body)."""
@@ -576,7 +715,8 @@ def bodies(draw, site: Site) -> tuple[str, str | None, bytes]:
         st.sampled_from(
             [
                 *("none", "form", "form", "form", "raw bytes as a form", "many fields"),
-                *("JSON", "multipart", "wrong content type", "oversized", "support link"),
+                *("JSON", "JSON", "JSON", "multipart", "wrong content type", "oversized"),
+                "support link",
             ]
         )
     )
@@ -597,8 +737,8 @@ def bodies(draw, site: Site) -> tuple[str, str | None, bytes]:
         body = "&".join(f"f{i}=v" for i in range(count)) + "&code=" + draw(CODES)
         return "body: urlencoded, many fields", FORM, body.encode("utf-8", "surrogatepass")
     if kind == "JSON":
-        body = json.dumps({"code": draw(CODES)}).encode()
-        return "body: JSON", draw(st.sampled_from(["application/json", FORM])), body
+        body = draw(json_bodies(codes)).encode("utf-8", "surrogatepass")
+        return "body: JSON", draw(st.sampled_from(JSON_TYPES)), body
     if kind == "multipart":
         code = draw(codes).encode("utf-8", "surrogatepass")
         body = (
@@ -657,29 +797,73 @@ ORIGINS = st.one_of(
         st.sampled_from([MARKER, "https://" + MARKER]),
     ),
 )
+JUNK_HEADER = st.one_of(any_bytes(40), st.just(MARKER))
 EXTRA_HEADERS = st.lists(
-    st.tuples(
-        st.sampled_from(
-            [
-                "Accept",
-                "Accept-Language",
-                "X-Forwarded-For",
-                "X-Forwarded-Host",
-                "X-Forwarded-Proto",
-                "X-Forwarded-Prefix",
-                "Referer",
-                "Content-Length",
-                "Transfer-Encoding",
-            ]
+    st.one_of(
+        st.tuples(
+            st.just("Accept"),
+            st.sampled_from(
+                [
+                    "*/*",
+                    "text/html",
+                    "application/json",
+                    "application/json;q=0.9, text/html;q=0.1",
+                    "text/html;q=0, application/json",
+                    "application/json;q=abc",
+                    "*/*;q=0",
+                    ",,;",
+                ]
+            )
+            | JUNK_HEADER,
         ),
-        st.one_of(
-            st.sampled_from(["*/*", "text/html", "https", "evil.example", "chunked", "-1"]),
-            any_bytes(40),
-            st.just(MARKER),
+        st.tuples(
+            st.just("Accept-Language"),
+            st.sampled_from(["fr-BE", "nl-BE, fr;q=0.5", "en", "*", "en;q=x", "-, ;q=1"])
+            | JUNK_HEADER,
+        ),
+        st.tuples(
+            st.sampled_from(["X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"])
+            | st.sampled_from(["X-Forwarded-Prefix", "Referer", "Content-Length"])
+            | st.just("Transfer-Encoding"),
+            st.sampled_from(["https", "evil.example", "66.249.66.1", "chunked", "-1"])
+            | JUNK_HEADER,
         ),
     ),
     max_size=4,
 )
+
+
+USER_AGENTS = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Googlebot-Image/1.0",
+            "GOOGLEBOT",
+            "Mozilla/5.0 (compatible; Google-InspectionTool/1.0)",
+            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+            "googlebot bingbot",
+            "Googlebo t",
+        ]
+    ),
+    JUNK_HEADER,
+)
+REMOTE_ADDRS = st.one_of(
+    st.sampled_from(["127.0.0.1", "127.0.0.1", *VERIFIED_CRAWLERS]),
+    st.sampled_from(["203.0.113.7", "203.0.113.8", "203.0.113.9", "203.0.113.66"]),
+    st.sampled_from(["", "::1", "66.249.66.1, 10.0.0.1", "066.249.066.001", "66.249.66.1%0"]),
+    any_bytes(16),
+)
+
+
+def client_kinds(visit: Visit) -> list[str]:
+    agent = dict(visit.headers).get("User-Agent", "").lower()
+    if visit.crawler():
+        return ["client: a verified crawler"]
+    if any(bot in agent for bots in BOTS.values() for bot in bots):
+        return ["client: claims to be a crawler, unverified"]
+    return ["client: no crawler"]
 
 
 @st.composite
@@ -701,6 +885,9 @@ def visits(draw, site: Site, *, paths=ANY_PATH, cookies=None) -> Visit:
     host = draw(st.one_of(st.none(), st.sampled_from(HOSTS), any_bytes(20), st.just(MARKER)))
     if host is not None:
         headers.append(("Host", host))
+    agent = draw(USER_AGENTS)
+    if agent is not None:
+        headers.append(("User-Agent", agent))
     kinds = [
         "method: standard" if method in STANDARD_METHODS else "method: junk",
         *path_kinds(path),
@@ -713,7 +900,7 @@ def visits(draw, site: Site, *, paths=ANY_PATH, cookies=None) -> Visit:
         *(["header: Host"] if host is not None else []),
         *(f"header: {name}" for name, _ in headers if name.startswith("X-Forwarded")),
     ]
-    return Visit(
+    visit = Visit(
         method=method,
         path=path,
         query=query,
@@ -726,8 +913,9 @@ def visits(draw, site: Site, *, paths=ANY_PATH, cookies=None) -> Visit:
         body=body,
         headers=tuple(headers),
         cookie_opens=cookie_kind.startswith("cookie: valid"),
-        kinds=tuple(dict.fromkeys(kinds)),
+        remote_addr=draw(REMOTE_ADDRS),
     )
+    return replace(visit, kinds=tuple(dict.fromkeys([*kinds, *client_kinds(visit)])))
 
 
 # The marker, where the visitor may put it.
@@ -889,8 +1077,11 @@ def check_every_property(site: Site, visit: Visit, answer: Answer) -> None:
     if not visit.opens():
         # 1: no app, and no more of the body read than a form may hold.
         assert calls == [], visit
-        if code == 200:  # the page a support link opens, with a button that uses it
-            assert GRANT_PARAM in visit.query and visit.method in ("GET", "HEAD")
+        if code == 200:  # the page a support link opens, or access granted, in JSON
+            headers = dict(answer.headers)
+            link_page = GRANT_PARAM in visit.query and visit.method in ("GET", "HEAD")
+            json_grant = headers["Content-Type"].startswith("application/json")
+            assert link_page or (json_grant and "Set-Cookie" in headers), answer.headers
         assert answer.environ["wsgi.input"].read_bytes <= MAX_FORM_BYTES + 1
     elif not under_prefix(visit.path):
         # 4: the app, untouched: the same environ, the whole body, its own answer.
@@ -902,10 +1093,13 @@ def check_every_property(site: Site, visit: Visit, answer: Answer) -> None:
         assert answer.headers is headers
         assert answer.iterable is body and body.closed
     else:
-        # 5: the app, its answer made private to the visitor.
+        # 5: the app, its answer made private to the visitor (or the crawler).
         [call] = calls
         assert call["environ"] is answer.environ
-        assert type(answer.environ["alloconv_gate.access_until"]) is int
+        if visit.cookie_opens and visit.script_name == "":
+            assert type(answer.environ["alloconv_gate.access_until"]) is int
+        else:
+            assert answer.environ["alloconv_gate.crawler"] == visit.crawler()
         assert call["body"] == visit.body
         assert answer.iterable is call["answer"][1]
         check_private(answer.headers)
@@ -941,8 +1135,36 @@ class TestProperties:
         visit = data.draw(visits(site, paths=UNDER))
         answer = serve(site, visit)
         tag(visit, answer)
-        assert site.app.calls == []
+        assert site.app.calls == [] or visit.crawler()
         check_every_property(site, visit, answer)
+
+    @FUZZ
+    @given(data=st.data())
+    def test_only_a_verified_crawler_reads_without_paying(self, site, data):
+        visit = data.draw(visits(site, paths=UNDER))
+        agent = data.draw(st.sampled_from([f"Mozilla/5.0 (compatible; {bot})" for bot in BOTS_UA]))
+        headers = tuple((name, value) for name, value in visit.headers if name != "User-Agent")
+        visit = replace(
+            visit,
+            method=data.draw(st.sampled_from(["GET", "GET", "HEAD", "POST", "OPTIONS"])),
+            headers=(*headers, ("User-Agent", agent)),
+            remote_addr=data.draw(st.sampled_from(list(VERIFIED_CRAWLERS)) | REMOTE_ADDRS),
+        )
+        kinds = [kind for kind in visit.kinds if not kind.startswith(("client:", "method:"))]
+        visit = replace(visit, kinds=(*kinds, "method: standard", *client_kinds(visit)))
+        answer = serve(site, visit)
+        tag(visit, answer)
+        assert bool(site.app.calls) == (visit.crawler() is not None)
+        check_every_property(site, visit, answer)
+
+    @FUZZ
+    @given(data=st.data())
+    def test_one_code_of_two_never_opens(self, site_of_two, data):
+        """With ``codes = 2``, whatever the progress cookie says, only access opens."""
+        visit = data.draw(visits(site_of_two, paths=UNDER, cookies=progress_cookies(site_of_two)))
+        answer = serve(site_of_two, visit)
+        tag(visit, answer)
+        check_every_property(site_of_two, visit, answer)
 
     @FUZZ
     @given(data=st.data())
@@ -951,6 +1173,26 @@ class TestProperties:
         visit = data.draw(visits(site, cookies=cookies))
         answer = serve(site, visit)
         tag(visit, answer)
+        check_every_property(site, visit, answer)
+
+    @FUZZ
+    @given(data=st.data())
+    def test_code_submissions_never_crash_nor_open(self, site, data):
+        """The path with the most to parse: a same-site POST of a form or JSON, any body."""
+        visit = data.draw(visits(site, paths=UNDER))
+        content_type = data.draw(st.sampled_from([FORM, "application/json", *JSON_TYPES]))
+        origin = data.draw(st.sampled_from([None, "http://localhost", "https://localhost"]))
+        headers = tuple((name, value) for name, value in visit.headers if name != "Origin")
+        visit = replace(
+            visit,
+            method="POST",
+            content_type=content_type,
+            headers=headers if origin is None else (*headers, ("Origin", origin)),
+        )
+        visit = relabel(visit, "method: standard")
+        answer = serve(site, visit)
+        tag(visit, answer)
+        event(f"submitted as: {content_type}")
         check_every_property(site, visit, answer)
 
     @FUZZ
