@@ -897,8 +897,7 @@ def visits(draw, site: Site, *, paths=ANY_PATH, cookies=None) -> Visit:
         body_kind,
         length_kind,
         "header: Origin" if origin is not None else "header: no Origin",
-        *(["header: Host"] if host is not None else []),
-        *(f"header: {name}" for name, _ in headers if name.startswith("X-Forwarded")),
+        *(f"header: {name}" for name, _ in headers if name not in ("Origin", "User-Agent")),
     ]
     visit = Visit(
         method=method,
