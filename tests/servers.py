@@ -5,6 +5,7 @@
 connection after reading the request, which no WSGI app can imitate.
 """
 
+import contextlib
 import socket
 import struct
 import threading
@@ -33,13 +34,18 @@ class Server:
         """Stop the loop and the worker threads, closing every socket.
 
         The sockets are closed from inside the loop's own thread (through waitress's
-        trigger): closing them from here while the loop polls them would race.
+        trigger): closing them from here while the loop polls them would race. Seen once
+        under heavy load: EBADF while closing, with the workers still writing; hence the
+        order below.
         """
         if not self._thread.is_alive():
             return
-        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
-        self._thread.join(JOIN_TIMEOUT)
+        # Workers first, so that none writes to a socket being closed under it.
         self._server.task_dispatcher.shutdown(timeout=JOIN_TIMEOUT)
+        # OSError: the trigger is closed already, the loop is ending on its own.
+        with contextlib.suppress(OSError):
+            self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+        self._thread.join(JOIN_TIMEOUT)
         if self._thread.is_alive():
             raise RuntimeError(f"waitress on port {self.port} did not stop")
 
