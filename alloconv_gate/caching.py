@@ -32,8 +32,14 @@ def private_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
             vary.append(value)
         elif lower not in _SURROGATE_HEADERS and not lower.endswith("cdn-cache-control"):
             kept.append((name, value))
-    kept.append(("Cache-Control", private_cache_control(", ".join(cache_control))))
-    kept.append(("Vary", vary_on_cookie(", ".join(vary))))
+    # Most apps say neither: this runs on every paid page view, so skip the parsing then.
+    kept.append(
+        (
+            "Cache-Control",
+            private_cache_control(", ".join(cache_control)) if cache_control else "private",
+        )
+    )
+    kept.append(("Vary", vary_on_cookie(", ".join(vary)) if vary else "Cookie"))
     return kept
 
 
