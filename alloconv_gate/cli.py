@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 from .alloconv import AlloConv, NumberUnavailable
 from .codes import code_hash, reference
-from .config import MAX_DURATION, ConfigError, GateConfig, parse_duration, parse_options
+from .config import MAX_DURATION, ConfigError, GateConfig, parse_duration, parse_gates
 from .store import OUTCOMES, Attempt, StoreError, open_store
 from .store.redis_store import redacted
 from .tokens import GRANT_LINK_LIFETIME, GRANT_PARAM, GrantLinks
@@ -119,8 +119,8 @@ def gate_sections(path: str) -> list[str]:
     ]
 
 
-def load_gate(path: str, name: str) -> GateConfig:
-    """The gate of section ``[filter:name]``, its options converted as at start-up."""
+def load_gates(path: str, name: str) -> tuple[GateConfig, ...]:
+    """The gates of section ``[filter:name]``, its options converted as at start-up."""
     try:
         from paste.deploy.loadwsgi import FILTER, loadcontext
     except ImportError:  # pragma: no cover - PasteDeploy comes with the [paste] extra
@@ -131,7 +131,7 @@ def load_gate(path: str, name: str) -> GateConfig:
         context = loadcontext(FILTER, f"config:{os.path.abspath(path)}", name=name)
     except (configparser.Error, LookupError, ValueError) as exc:
         raise CommandError(f"{path}: {exc}") from None
-    return parse_options(context.local_conf, here=context.global_conf.get("here"))
+    return parse_gates(context.local_conf, here=context.global_conf.get("here"))
 
 
 def chosen(path: str, name: str | None, option: str) -> list[str]:
@@ -145,14 +145,35 @@ def chosen(path: str, name: str | None, option: str) -> list[str]:
     return [name]
 
 
-def one_gate(path: str, name: str | None, option: str) -> tuple[str, GateConfig]:
+def one_section(path: str, name: str | None, option: str) -> tuple[GateConfig, ...]:
+    """The gates of the one filter section ``name`` names (or of the only one)."""
     names = chosen(path, name, option)
     if len(names) > 1:
         raise CommandError(f"{path} has several gates ({', '.join(names)}): choose with {option}")
     try:
-        return names[0], load_gate(path, names[0])
+        return load_gates(path, names[0])
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+
+
+def one_gate(path: str, name: str | None, option: str) -> GateConfig:
+    """The gate ``name`` names: a filter section with one gate, or a gate in ``gates``."""
+    sections = gate_sections(path)
+    if name is None or name in sections:
+        configs = one_section(path, name, option)
+        if len(configs) == 1:
+            return configs[0]
+        names = ", ".join(c.name for c in configs)
+        raise CommandError(f"several gates in that section ({names}): choose with {option}")
+    for section in sections:
+        try:
+            configs = load_gates(path, section)
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        for config in configs:
+            if config.name == name:
+                return config
+    raise CommandError(f"{path}: no gate {name!r} for {option}; there are: {', '.join(sections)}")
 
 
 # check
@@ -170,17 +191,22 @@ def cmd_check(args) -> int:
 def check_gate(path: str, name: str) -> int:
     """Print one line per check; return the number of problems."""
     try:
-        config = load_gate(path, name)
+        configs = load_gates(path, name)
     except (ConfigError, CommandError) as exc:
         _line(False, "options", str(exc))
         return 1
-    _line(True, "options", f"palier {config.palier}, prefixes {' '.join(config.prefixes)}")
+    config = configs[0]  # what the gates share: key, store
     client = AlloConv(config.api_base, config.api_key, timeout=config.timeout)
     problems = 0
-    try:
-        _line(True, "number", client.number(config.palier))
-    except NumberUnavailable as exc:
-        problems += _line(False, "number", str(exc))
+    for gate in configs:
+        label = "" if gate.name == "default" else f"gate {gate.name}: "
+        paliers, prefixes = " ".join(gate.paliers), " ".join(p or "/" for p in gate.prefixes)
+        _line(True, "options", f"{label}palier {paliers}, prefixes {prefixes}")
+        for palier in gate.paliers:
+            try:
+                _line(True, "number", f"{palier}: {client.number(palier)}")
+            except NumberUnavailable as exc:
+                problems += _line(False, "number", f"{palier}: {exc}")
     # An empty code answers ERR1 with a good key and ERR99 with a bad one: nothing is spent.
     key_check = client.verify("")
     if key_check.answer == "ERR1":
@@ -223,7 +249,8 @@ _COLUMNS = ("time", "gate", "palier", "client", "code", "reference", "outcome", 
 
 
 def cmd_journal(args) -> int:
-    _name, config = one_gate(args.config, args.filter, "--filter")
+    configs = one_section(args.config, args.filter, "--filter")
+    config = configs[0]
     since = None
     if args.since:
         try:
@@ -241,7 +268,7 @@ def cmd_journal(args) -> int:
             for attempt in store.journal(
                 since=since, outcome=args.outcome, code_hash=hashed, limit=SCAN_LIMIT
             )
-            if _of_gate(attempt, config) and _has_reference(attempt, args.reference)
+            if _of_gate(attempt, configs) and _has_reference(attempt, args.reference)
         ]
     except StoreError as exc:
         raise CommandError(str(exc)) from None
@@ -253,9 +280,12 @@ def cmd_journal(args) -> int:
     return 0
 
 
-def _of_gate(attempt: Attempt, config: GateConfig) -> bool:
-    """Whether ``attempt`` was made at this gate (wherever the site mounts it)."""
-    return attempt.gate == config.scope or attempt.gate.startswith(config.scope + "@")
+def _of_gate(attempt: Attempt, configs: tuple[GateConfig, ...]) -> bool:
+    """Whether ``attempt`` was made at one of these gates (wherever the site mounts it)."""
+    return any(
+        attempt.gate == config.scope or attempt.gate.startswith(config.scope + "@")
+        for config in configs
+    )
 
 
 def _has_reference(attempt: Attempt, wanted: str | None) -> bool:
@@ -297,7 +327,7 @@ def _print_rows(rows: list[dict[str, str]], form: str) -> None:
 
 
 def cmd_grant(args) -> int:
-    _name, config = one_gate(args.config, args.gate, "--gate")
+    config = one_gate(args.config, args.gate, "--gate")
     try:
         duration = (
             config.duration

@@ -71,7 +71,7 @@ class TestCheck:
     def test_a_good_configuration(self, capsys, ini, site, sandbox):
         status, out, _ = run(capsys, "check", ini)
         assert status == 0
-        assert "ok   number: 08 99 23 45 67" in out
+        assert "ok   number: fra1: 08 99 23 45 67" in out
         assert "ok   api_key: accepted by AlloConv" in out
         assert "ok   store: sqlite:///" in out
         assert out.strip().endswith("all good")
@@ -260,3 +260,35 @@ def test_every_command_has_help(capsys, command):
         main([command, "--help"])
     assert exited.value.code == 0
     assert "CONFIG.ini" in capsys.readouterr().out
+
+
+class TestNamedGatesInOneSection:
+    """``gates = premium videos`` in one filter section: the CLI knows each gate."""
+
+    @pytest.fixture
+    def ini(self, tmp_path, sandbox_url):
+        extra = (
+            "gates = premium videos\npremium.prefixes = /premium\n"
+            "videos.prefixes = /videos\nvideos.palier = fra2\nvideos.price_notice = 1 €\n"
+        )
+        path = write_ini(tmp_path, sandbox_url, extra=extra)
+        Path(path).write_text(Path(path).read_text().replace("prefixes = /premium\n", "", 1))
+        return path
+
+    def test_check_lists_every_gate_and_number(self, capsys, ini, sandbox):
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 0
+        assert "gate premium: palier fra1" in out and "gate videos: palier fra2" in out
+        assert "fra2: 08 99 23 45 68" in out
+
+    def test_grant_for_a_named_gate_and_the_journal_of_the_section(self, capsys, ini):
+        site = TestApp(loadapp(f"config:{ini}"))
+        status, out, _ = run(capsys, "grant", ini, "--gate", "videos", "--for", "1h")
+        assert status == 0
+        path = out.strip()
+        assert path.startswith("/videos?alloconv_grant=")
+        site.get(path, status=200).forms[0].submit(status=303)
+        site.get("/videos/x", status=404)  # the demo's own answer: the gate let it through
+        site.get("/premium/x", status=402)
+        _, out, _ = run(capsys, "journal", ini, "--format", "json")
+        assert [r["outcome"] for r in json.loads(out)] == ["granted", "granted"]
