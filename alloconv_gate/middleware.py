@@ -3,12 +3,14 @@
 A request goes one way through :meth:`Gate.__call__`:
 
 1. not under a protected prefix: the app, untouched;
-2. a valid access cookie: the app, its response made private to the visitor;
-3. a code submitted: local check, then AlloConv, then a cookie or the page with the error;
-4. anything else: the gate page (402) with the number to call.
+2. a valid access cookie for the gate of the longest matching prefix: the app, its
+   response made private to the visitor (and likewise a verified search crawler's GET);
+3. a code submitted (form or JSON): the verifier (local check, rate limit, restore,
+   journal, AlloConv), then a cookie or the page with the error; or a support link used;
+4. anything else: the gate page (402) with the numbers to call, or its JSON twin.
 
 The first two are the fast paths every page view of a site takes: they read the environ
-and check one signature, and build nothing else.
+and check one signature (remembered once checked), and build nothing else.
 """
 
 from __future__ import annotations
@@ -122,25 +124,9 @@ class Gate:
             raise ConfigError("store", str(exc)) from None
         if self.store.warning:
             log.warning("%s", self.store.warning)
-        self._parts = {}
+        self._parts = {}  # prefix -> the parts of the gate that claims it
         for config in configs:
-            parts = GateParts(
-                config,
-                AccessTokens(config.secrets, config.scope, config.duration, clock),
-                Verifier(config, self._alloconv, self.store, clock),
-                tuple(
-                    NumberCache(
-                        self._alloconv.number,
-                        palier,
-                        ttl=config.number_ttl,
-                        fallback=fallback,
-                        clock=clock,
-                    )
-                    for palier, fallback in zip(config.paliers, config.numbers, strict=True)
-                ),
-                SetProgress(config.secrets, config.scope, clock),
-            )
-            self._parts.update(dict.fromkeys(config.prefixes, parts))
+            self._parts.update(dict.fromkeys(config.prefixes, self._gate_parts(config, clock)))
         self._paths = PrefixMatcher(self._parts)
         self._crawlers = (
             CrawlerCheck(site.crawlers, resolver=resolver, clock=clock) if site.crawlers else None
@@ -175,6 +161,21 @@ class Gate:
         else:
             response = self._page(gate, request, 402)
         return response(environ, start_response)
+
+    def _gate_parts(self, config: GateConfig, clock) -> GateParts:
+        numbers = tuple(
+            NumberCache(
+                self._alloconv.number, palier, ttl=config.number_ttl, fallback=fallback, clock=clock
+            )
+            for palier, fallback in zip(config.paliers, config.numbers, strict=True)
+        )
+        return GateParts(
+            config,
+            AccessTokens(config.secrets, config.scope, config.duration, clock),
+            Verifier(config, self._alloconv, self.store, clock),
+            numbers,
+            SetProgress(config.secrets, config.scope, clock),
+        )
 
     def _private(self, environ, start_response):
         """The app, its response kept out of shared caches: it was made for one reader."""
