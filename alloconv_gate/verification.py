@@ -47,6 +47,9 @@ RETRY_AFTER_BUSY = 5  # seconds, on 503 for too many verifications in flight
 RECOVERY_WINDOW = 86400
 # A pending record older than the timeout and this margin was left by a worker that died.
 PENDING_GRACE = 60
+# Local refusals journaled per client and window: this many times the rate limit.
+LOCAL_RECORDS_FACTOR = 10
+DEFAULT_RATE = (5, 60)  # for that bound when rate_limit is off
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,11 @@ class Verifier:
         hashes = [code_hash(key, code) for key in self._hash_keys]
         problem = local_problem(code)
         if problem:
-            self._record_done(attempt, "refused-locally", problem)
+            self._record_local_refusal(attempt, problem)
             return refuse(400, problem)
         try:
             limited = self._rate_limited(attempt)
             if limited:
-                self._record_done(attempt, "rate-limited", "")
                 return limited
             redemption = self._redemption(gate, hashes)
             if redemption is not None:
@@ -157,14 +159,29 @@ class Verifier:
         log.info("support link %s used by %s", grant_id, client)
         return Decision(until=int(now) + duration)
 
+    def _record_local_refusal(self, attempt: Attempt, problem: str) -> None:
+        """Journal a typo, but not a flood of junk: at most LOCAL_RECORDS_FACTOR times the
+        rate limit per client and window (they cost no AlloConv call, only disk)."""
+        limit, window = self.config.rate_limit or DEFAULT_RATE
+        key = f"{attempt.gate}|{attempt.client}|local"
+        try:
+            if self._store.hit(key, window, attempt.time) > LOCAL_RECORDS_FACTOR * limit:
+                return
+        except StoreError:
+            return
+        self._record_done(attempt, "refused-locally", problem)
+
     def _rate_limited(self, attempt: Attempt) -> Decision | None:
         if self.config.rate_limit is None:
             return None
         limit, window = self.config.rate_limit
         key = f"{attempt.gate}|{attempt.client}"
-        if self._store.hit(key, window, attempt.time) <= limit:
+        count = self._store.hit(key, window, attempt.time)
+        if count <= limit:
             return None
-        log.warning("%s refused: over rate_limit", _who(attempt))
+        if count == limit + 1:  # the first refusal of the window is journaled, not a flood
+            log.warning("%s refused: over rate_limit", _who(attempt))
+            self._record_done(attempt, "rate-limited", "")
         retry_after = math.ceil(attempt.time // window * window + window - attempt.time)
         return refuse(429, "error_rate_limited", retry_after=retry_after)
 

@@ -489,3 +489,19 @@ class TestTheSameCodeTwiceAtOnce:
         failing = FailingStore("redemption")
         use_store(gate, failing)
         submit(visitor(gate), "ZZZZ9999", 503)
+
+
+class TestTheJournalIsNotFlooded:
+    def test_local_refusals_are_journaled_up_to_a_bound(self, gate):
+        browser = visitor(gate)
+        for _ in range(60):
+            submit(browser, "abc", 400)  # every one still answered
+        assert len(journal(gate, outcome="refused-locally")) == 50  # 10 x rate_limit
+
+    def test_one_rate_limited_record_per_window(self, gate, sandbox, clock):
+        browser = visitor(gate)
+        for _ in range(5):
+            submit(browser, "ZZZZ9999", 402)
+        for _ in range(4):
+            submit(browser, "ZZZZ9999", 429)
+        assert len(journal(gate, outcome="rate-limited")) == 1
