@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from .alloconv import AlloConv, NumberUnavailable
 from .codes import code_hash, reference
 from .config import MAX_DURATION, ConfigError, GateConfig, parse_duration, parse_gates
-from .store import OUTCOMES, Attempt, StoreError, open_store
+from .store import OUTCOMES, Attempt, StoreError, open_store, sqlite_path
 from .store.redis_store import redacted
 from .tokens import GRANT_LINK_LIFETIME, GRANT_PARAM, GrantLinks
 
@@ -215,12 +215,12 @@ def check_gate(path: str, name: str) -> int:
         problems += _line(False, "api_key", "refused by AlloConv (ERR99)")
     else:
         problems += _line(False, "api_key", f"could not be checked: {key_check.answer}")
-    shown = config.store if config.store.startswith("sqlite") else redacted(config.store)
+    path = sqlite_path(config.store)
+    shown = config.store if path is not None else redacted(config.store)
     if config.store == "memory":
         _line(True, "store", "memory: in the site's process only, nothing shared or kept")
         return problems
-    if config.store.startswith("sqlite:///"):
-        path = config.store[len("sqlite:///") :]
+    if path is not None:
         folder = os.path.dirname(path)
         if not os.path.exists(path):
             if os.path.isdir(folder) and os.access(folder, os.W_OK):
@@ -376,10 +376,9 @@ def _open(config: GateConfig):
     user, say root) could leave the site's workers unable to write it."""
     if config.store == "memory":
         raise CommandError("store = memory lives in the site's process: nothing to read here")
-    if config.store.startswith("sqlite:///"):
-        path = config.store[len("sqlite:///") :]
-        if not os.path.exists(path):
-            raise CommandError(f"no journal at {path} yet: the site creates it when it starts")
+    path = sqlite_path(config.store)
+    if path is not None and not os.path.exists(path):
+        raise CommandError(f"no journal at {path} yet: the site creates it when it starts")
     try:
         return open_store(config.store)
     except StoreError as exc:

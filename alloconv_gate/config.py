@@ -335,13 +335,7 @@ def _one_of(opts, option, file_option, here, convert):
     if option in opts and file_option in opts:
         raise ConfigError(option, f"give either {option!r} or {file_option!r}, not both")
     if file_option in opts:
-        path = os.path.join(here, os.path.expanduser(str(opts[file_option]).strip()))
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError(file_option, f"cannot read {path!r}: {exc.strerror}") from None
-        return convert(file_option, text)
+        return convert(file_option, _read_file(file_option, opts[file_option], here)[1])
     if option not in opts:
         raise ConfigError(option, f"is required (or {file_option!r})")
     return convert(option, opts[option])
@@ -512,13 +506,18 @@ def _parse_template(value: Any, here: str) -> str | None:
     """The text of a page template; it must hold the ``$form`` placeholder."""
     if value is None or not str(value).strip():
         return None
-    path = os.path.join(here, os.path.expanduser(str(value).strip()))
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError("template", f"cannot read {path!r}: {exc.strerror}") from None
+    path, text = _read_file("template", value, here)
     missing = [name for name in REQUIRED_PLACEHOLDERS if f"${name}" not in text]
     if missing:
         raise ConfigError("template", f"{path!r} lacks the placeholder ${missing[0]}")
     return text
+
+
+def _read_file(option: str, value: Any, here: str) -> tuple[str, str]:
+    """The path ``value`` names (relative to ``here``) and the file's text."""
+    path = os.path.join(here, os.path.expanduser(str(value).strip()))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return path, f.read()
+    except OSError as exc:
+        raise ConfigError(option, f"cannot read {path!r}: {exc.strerror}") from None

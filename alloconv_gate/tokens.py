@@ -60,6 +60,17 @@ def clocked_signer(clock: Clock) -> type[TimestampSigner]:
     )
 
 
+def serializer(
+    secrets: Sequence[str], salt: str, signer: type[TimestampSigner]
+) -> URLSafeTimedSerializer:
+    """An itsdangerous serializer where the first secret signs and all of them verify.
+
+    itsdangerous signs with the *last* key of its list, hence the reversal, done here once
+    for the access tokens, the support links and the progress of a set of codes.
+    """
+    return URLSafeTimedSerializer(list(reversed(secrets)), salt=salt, signer=signer)
+
+
 def cookie_values(header: str, name: str) -> list[str]:
     """The values of every cookie called exactly ``name`` in a Cookie header.
 
@@ -86,8 +97,7 @@ class AccessTokens:
     def __init__(self, secrets: Sequence[str], scope: str, duration: int, clock: Clock = time.time):
         self.duration = duration
         self._clock = clock
-        # itsdangerous signs with the last key of its list; ours signs with the first.
-        self._secrets = list(reversed(secrets))
+        self._secrets = secrets
         self._scope = scope
         self._verifying_signer = clocked_signer(clock)
         self._signing_signer = clocked_signer(lambda: clock() - MAX_SKEW)
@@ -95,8 +105,7 @@ class AccessTokens:
         self._verified: dict[tuple[str, str], tuple[int, int]] = {}
 
     def _serializer(self, mount: str, signer: type[TimestampSigner]) -> URLSafeTimedSerializer:
-        salt = f"alloconv_gate.access:{self._scope}:{mount}"
-        return URLSafeTimedSerializer(self._secrets, salt=salt, signer=signer)
+        return serializer(self._secrets, f"alloconv_gate.access:{self._scope}:{mount}", signer)
 
     def _verifier(self, mount: str) -> URLSafeTimedSerializer:
         verifier = self._verifiers.get(mount)
@@ -200,10 +209,8 @@ class GrantLinks:
     """
 
     def __init__(self, secrets: Sequence[str], scope: str, clock: Clock = time.time):
-        self._serializer = URLSafeTimedSerializer(
-            list(reversed(secrets)),
-            salt=f"alloconv_gate.grant:{scope}",
-            signer=clocked_signer(clock),
+        self._serializer = serializer(
+            secrets, f"alloconv_gate.grant:{scope}", clocked_signer(clock)
         )
 
     def issue(self, grant_id: str, duration: int) -> str:
@@ -230,10 +237,8 @@ class SetProgress:
     LIFETIME = 86400
 
     def __init__(self, secrets: Sequence[str], scope: str, clock: Clock = time.time):
-        self._serializer = URLSafeTimedSerializer(
-            list(reversed(secrets)),
-            salt=f"alloconv_gate.progress:{scope}",
-            signer=clocked_signer(clock),
+        self._serializer = serializer(
+            secrets, f"alloconv_gate.progress:{scope}", clocked_signer(clock)
         )
 
     def dump(self, passed: tuple[str, ...], mount: str = "") -> str:

@@ -23,9 +23,11 @@ __all__ = [
     "StoreError",
     "open_store",
     "resolve_store_url",
+    "sqlite_path",
 ]
 
-DEFAULT_STORE = "sqlite:///alloconv_gate.sqlite3"
+_SQLITE = "sqlite:///"
+DEFAULT_STORE = _SQLITE + "alloconv_gate.sqlite3"
 
 
 def resolve_store_url(url: str, here: str) -> str:
@@ -36,14 +38,19 @@ def resolve_store_url(url: str, here: str) -> str:
     url = url.strip()
     if url == "memory":
         return url
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
+    path = sqlite_path(url)
+    if path is not None:
         if not path:
             raise ValueError(f"{url!r} names no file: sqlite:///PATH")
-        return "sqlite:///" + os.path.normpath(os.path.join(here, path))
+        return _SQLITE + os.path.normpath(os.path.join(here, path))
     if url.startswith(("redis://", "rediss://", "unix://")):
         return url
     raise ValueError(f"{url!r} is not sqlite:///PATH, redis://HOST:PORT/DB or memory")
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a ``sqlite:///PATH`` URL names, or None for another kind of store."""
+    return url[len(_SQLITE) :] if url.startswith(_SQLITE) else None
 
 
 def open_store(url: str) -> Store:
@@ -52,10 +59,11 @@ def open_store(url: str) -> Store:
         from .memory import MemoryStore
 
         return MemoryStore()
-    if url.startswith("sqlite:///"):
+    path = sqlite_path(url)
+    if path is not None:
         from .sqlite_store import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///") :])
+        return SqliteStore(path)
     from .redis_store import RedisStore
 
     return RedisStore(url)
