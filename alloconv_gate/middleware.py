@@ -138,7 +138,9 @@ class Gate:
             return self.app(environ, start_response)
 
         gate = self._parts[prefix]
-        until = gate.tokens.check(self._cookie_value(environ), environ.get("SCRIPT_NAME", ""))
+        until = gate.tokens.check_cookie(
+            environ.get("HTTP_COOKIE", ""), self.config.cookie_name, environ.get("SCRIPT_NAME", "")
+        )
         if until is not None:
             environ["alloconv_gate.access_until"] = until
             return self._private(environ, start_response)

@@ -31,8 +31,10 @@ MAX_PARTS = 32
 # the others at once. Tokens are dated this much in the past, and accepted this much
 # older; the end of access carried in the token stays exact.
 MAX_SKEW = 60
-# Tokens whose signature was checked, remembered per process (a few MB at most).
+# Tokens whose signature was checked, remembered per process (a few MB at most), and
+# Cookie headers that held one: headers longer than MAX_REMEMBERED_HEADER are not kept.
 MAX_VERIFIED = 10_000
+MAX_REMEMBERED_HEADER = 1024
 # Browsers keep a cookie at most 400 days.
 MAX_COOKIE_AGE = 400 * 86400
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_.\-]{20,200}$")
@@ -103,6 +105,7 @@ class AccessTokens:
         self._signing_signer = clocked_signer(lambda: clock() - MAX_SKEW)
         self._verifiers: dict[str, URLSafeTimedSerializer] = {}
         self._verified: dict[tuple[str, str], tuple[int, int]] = {}
+        self._granting: dict[tuple[str, str], tuple[int, int]] = {}
 
     def _serializer(self, mount: str, signer: type[TimestampSigner]) -> URLSafeTimedSerializer:
         return serializer(self._secrets, f"alloconv_gate.access:{self._scope}:{mount}", signer)
@@ -121,8 +124,36 @@ class AccessTokens:
             until = int(self._clock()) + self.duration
         return self._serializer(mount, self._signing_signer).dumps(until)
 
+    def check_cookie(self, header: str, name: str, mount: str = "") -> int | None:
+        """:meth:`check` for the cookies called ``name`` in a whole Cookie header.
+
+        A browser sends the same header with every page view, so a header that held a good
+        token is remembered with that token's times: the next view of a paid page costs a
+        dictionary lookup and a comparison of times, not a parse of the header.
+        """
+        key = (mount, header)
+        known = self._granting.get(key)
+        if known is not None:
+            until, issued = known
+            now = self._clock()
+            if 0 <= now - issued <= self.duration + MAX_SKEW and until > now:
+                return until
+        found = self._find(SEPARATOR.join(cookie_values(header, name)), mount)
+        if found is None:
+            return None
+        if len(header) <= MAX_REMEMBERED_HEADER:
+            if len(self._granting) >= MAX_VERIFIED:
+                self._granting.clear()  # no lock: at worst, some headers are parsed again
+            self._granting[key] = found
+        return found[0]
+
     def check(self, value: str | None, mount: str = "") -> int | None:
-        """The time access ends if ``value`` (a cookie value) holds a good token, else None.
+        """The time access ends if ``value`` (a cookie value) holds a good token, else None."""
+        found = self._find(value, mount)
+        return None if found is None else found[0]
+
+    def _find(self, value: str | None, mount: str) -> tuple[int, int] | None:
+        """The end and issue time of the first token in ``value`` that grants access now.
 
         Parts that are not token-shaped are skipped (junk from elsewhere must not hide a
         good token), and at most ``MAX_TOKENS`` signatures are checked.
@@ -134,16 +165,18 @@ class AccessTokens:
         for token in value.split(SEPARATOR, MAX_PARTS)[:MAX_PARTS]:
             if not _TOKEN_SHAPE.match(token):
                 continue
-            until = self._check_one(verifier, mount, token)
-            if until is not None:
-                return until
+            found = self._check_one(verifier, mount, token)
+            if found is not None:
+                return found
             checked += 1
             if checked == MAX_TOKENS:
                 break
         return None
 
-    def _check_one(self, verifier: URLSafeTimedSerializer, mount: str, token: str) -> int | None:
-        """The end of access ``token`` grants now, or None.
+    def _check_one(
+        self, verifier: URLSafeTimedSerializer, mount: str, token: str
+    ) -> tuple[int, int] | None:
+        """The end and issue time of ``token`` if it grants access now, or None.
 
         A visitor sends the same token with every page view, so a token whose signature
         checked out is remembered (with its issue time and end) and only its times are
@@ -165,7 +198,7 @@ class AccessTokens:
         now = self._clock()
         # The age limit is the one itsdangerous's max_age applies: from 0 to the duration.
         if 0 <= now - issued <= self.duration + MAX_SKEW and until > now:
-            return until
+            return signed
         return None
 
     def cookie_value(self, token: str, existing: str | None, mount: str = "") -> str:

@@ -6,7 +6,10 @@ The demo content app is served by waitress on loopback, bare and behind the gate
 its own process (8 threads each); the AlloConv sandbox runs in a thread of this process,
 which drives the servers with a fixed number of keep-alive clients. A small HTTP/1.1
 client on raw sockets keeps the clients' own cost well below the server's, so that the
-server is what is measured. Bare and gated are timed in short interleaved rounds (bare
+server is what is measured. Where the machine has two CPUs or more, the servers run on one
+CPU and the clients on the others, as a load generator on another machine would: sharing
+CPUs, client and server threads preempt each other, and the figures then measure the
+scheduler more than the server. Bare and gated are timed in short interleaved rounds (bare
 first in one round, gated first in the next), and the ratio is the median of the rounds',
 so that a noisy moment on a shared machine hits both alike and counts once. The server's
 own CPU time per request is printed too (from /proc, where there is one).
@@ -68,6 +71,23 @@ REQUEST_TIMEOUT = 10.0
 # -- the servers ------------------------------------------------------------------------
 
 
+def cpu_split():
+    """(the servers' CPUs, the clients' CPUs): apart where there are two or more, else None."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    if len(cpus) < 2:
+        return None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def pin(cpus):
+    """Run this process (and the threads it starts) on ``cpus``, where that is possible."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
 def same_page_as_gated(app):
     """The bare app as the gated one runs it: the demo's premium pages print until when
     access lasts when the gate says so, and that work is the app's, not the gate's."""
@@ -79,12 +99,13 @@ def same_page_as_gated(app):
     return bare
 
 
-def serve(conn, gate_options, log_path):
+def serve(conn, gate_options, log_path, cpus=None):
     """Child process: the demo app, behind a gate unless ``gate_options`` is None.
 
     Sends the port back through ``conn``, then serves until the parent closes its end of
     the pipe (or dies): the process never outlives the benchmark.
     """
+    pin(cpus)
     logging.basicConfig(
         filename=log_path, level=logging.WARNING, format="%(levelname)s %(name)s %(message)s"
     )
@@ -113,12 +134,12 @@ def serve(conn, gate_options, log_path):
 
 
 @contextlib.contextmanager
-def served(name, gate_options, log_path):
+def served(name, gate_options, log_path, cpus=None):
     """A server process for the time of the ``with``; yields its port and process id."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     process = context.Process(
-        target=serve, args=(theirs, gate_options, log_path), name=name, daemon=True
+        target=serve, args=(theirs, gate_options, log_path, cpus), name=name, daemon=True
     )
     process.start()
     theirs.close()
@@ -403,6 +424,8 @@ def throughput(args, bare, gated, cookie):
         f"in {args.rounds} interleaved rounds"
     )
     print(f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load()})")
+    if args.server_cpus is not None:
+        print(f"servers on CPU {cpus(args.server_cpus)}, clients on CPU {cpus(args.client_cpus)}")
     with contextlib.suppress(OSError):
         if os.getloadavg()[0] > (os.cpu_count() or 1):
             print("The machine is busy (load average above its CPUs): expect noisy rounds.")
@@ -447,6 +470,10 @@ def throughput(args, bare, gated, cookie):
 
 def ms(value):
     return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def cpus(numbers):
+    return ", ".join(str(number) for number in sorted(numbers))
 
 
 def load():
@@ -534,7 +561,7 @@ def counts(counter):
 
 def hang(args, sandbox, gate_options, log_path, label):
     """The burst of submissions against a hanging AlloConv; prints what the site did."""
-    with served(f"gate ({label})", gate_options, log_path) as (port, _):
+    with served(f"gate ({label})", gate_options, log_path, args.server_cpus) as (port, _):
         cookie = get_cookie(port, sandbox.issue_code("fra1"))
         check(port, PREMIUM, cookie, 200)
         jobs = {
@@ -664,6 +691,9 @@ def main() -> None:
     if not 0 < args.probe_timeout <= 60:
         parser.error("--probe-timeout must be in (0, 60]")
 
+    split = cpu_split()
+    args.server_cpus, args.client_cpus = split or (None, None)
+    pin(args.client_cpus)  # the sandbox's threads too: they only matter once AlloConv hangs
     with contextlib.ExitStack() as stack:
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="alloconv-load-"))
         sandbox, api_base = stack.enter_context(sandbox_served())
@@ -686,9 +716,9 @@ def main() -> None:
             return False  # the exception goes on
 
         stack.push(show_logs_on_failure)  # runs once the servers have stopped
-        bare = stack.enter_context(served("bare", None, logs["bare"]))
+        bare = stack.enter_context(served("bare", None, logs["bare"], args.server_cpus))
         gated = stack.enter_context(
-            served("gated", {**options, "store": store("gated")}, logs["gated"])
+            served("gated", {**options, "store": store("gated")}, logs["gated"], args.server_cpus)
         )
         cookie = get_cookie(gated[0], sandbox.issue_code("fra1"))
         check(gated[0], PREMIUM, cookie, 200)

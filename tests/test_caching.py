@@ -225,3 +225,63 @@ class TestProperties:
     def test_vary_always_covers_cookie(self, fields):
         result = [f.strip() for f in vary_on_cookie(", ".join(fields)).split(",")]
         assert "*" in result or "cookie" in (f.lower() for f in result)
+
+
+def random_case(name):
+    def spell(upper):
+        return "".join(c.upper() if u else c.lower() for c, u in zip(name, upper, strict=True))
+
+    return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(spell)
+
+
+# Header names as apps send them: the ones the gate rewrites or drops, in any case, and
+# others, some of which look like them (Access-Control-*, Expires).
+header_name = st.one_of(
+    st.sampled_from(
+        [
+            "Cache-Control",
+            "Vary",
+            "Surrogate-Control",
+            "CDN-Cache-Control",
+            "Cloudflare-CDN-Cache-Control",
+            "Edge-Control",
+            "X-Accel-Expires",
+            "Access-Control-Allow-Origin",
+            "Expires",
+            "Content-Type",
+            "Set-Cookie",
+            "ETag",
+        ]
+    ).flatmap(random_case),
+    st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,20}\Z"),
+)
+header_value = st.sampled_from(["public, max-age=60", "no-store", "Accept", "cookie", "x", ""])
+
+
+class TestPrivateHeadersProperties:
+    """Whatever headers the app sends, the paid page leaves private, varying on Cookie."""
+
+    @given(st.lists(st.tuples(header_name, header_value), max_size=8))
+    def test_always_private_and_varying_on_cookie(self, headers):
+        result = private_headers(headers)
+        names = [name.lower() for name, _ in result]
+        assert names.count("cache-control") == 1
+        assert names.count("vary") == 1
+        cache_control = split_directives(header(result, "Cache-Control")[0])
+        directives = [d.split("=", 1)[0].strip().lower() for d in cache_control]
+        assert "public" not in directives and "s-maxage" not in directives
+        assert "private" in directives or "no-store" in directives
+        vary = [f.strip().lower() for f in header(result, "Vary")[0].split(",")]
+        assert "cookie" in vary or "*" in vary
+        assert not {"surrogate-control", "edge-control", "x-accel-expires"} & set(names)
+        assert not any(name.endswith("cdn-cache-control") for name in names)
+
+    @given(st.lists(st.tuples(header_name, header_value), max_size=8))
+    def test_other_headers_kept_as_sent_and_in_order(self, headers):
+        ruled = ("cache-control", "vary", "surrogate-control", "edge-control", "x-accel-expires")
+        others = [
+            (name, value)
+            for name, value in headers
+            if name.lower() not in ruled and not name.lower().endswith("cdn-cache-control")
+        ]
+        assert private_headers(headers)[: len(others)] == others

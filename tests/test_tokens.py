@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 from itsdangerous.encoding import base64_decode
 
+from alloconv_gate import tokens as token_module
 from alloconv_gate.tokens import MAX_SKEW, MAX_TOKENS, SEPARATOR, AccessTokens
 
 NEW = "new-secret-" + "n" * 32
@@ -261,6 +262,77 @@ class TestCookieValue:
         junk = [f"junk-token-number-{i:04d}" for i in range(MAX_TOKENS)]
         assert gate.check(SEPARATOR.join([*junk[:-1], token])) is not None
         assert gate.check(SEPARATOR.join([*junk, token])) is None
+
+
+NAME = "alloconv_access"
+OTHER_COOKIES = "_ga=GA1.1.123456789.1700000000; lang=fr"
+
+
+class TestCookieHeader:
+    """A whole Cookie header, as every page view sends it, checked (and remembered)."""
+
+    def test_a_good_token_among_other_cookies_grants(self, clock):
+        gate = tokens(clock)
+        header = f"{OTHER_COOKIES}; {NAME}={gate.issue()}"
+        assert gate.check_cookie(header, NAME) == int(clock.now) + DAY
+        assert gate.check_cookie(header, NAME) == int(clock.now) + DAY
+
+    def test_a_remembered_header_is_refused_once_access_ends(self, clock):
+        gate = tokens(clock, duration=3600)
+        header = f"{NAME}={gate.issue()}; {OTHER_COOKIES}"
+        assert gate.check_cookie(header, NAME) is not None
+        clock.advance(3599)
+        assert gate.check_cookie(header, NAME) is not None
+        clock.advance(1)
+        assert gate.check_cookie(header, NAME) is None
+
+    def test_a_remembered_header_opens_no_other_mount(self, clock):
+        gate = tokens(clock)
+        header = f"{NAME}={gate.issue(mount='/cheap')}"
+        assert gate.check_cookie(header, NAME, "/cheap") is not None
+        assert gate.check_cookie(header, NAME, "/dear") is None
+        assert gate.check_cookie(header, NAME) is None
+
+    def test_when_the_first_token_ends_a_later_one_still_counts(self, clock):
+        gate = tokens(clock)
+        short = gate.issue(until=int(clock.now) + 60)
+        header = f"{NAME}={short}; {NAME}={gate.issue()}"
+        assert gate.check_cookie(header, NAME) == int(clock.now) + 60
+        clock.advance(61)
+        assert gate.check_cookie(header, NAME) == int(clock.now) - 61 + DAY
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "",
+            OTHER_COOKIES,
+            f"x{NAME}=" + "{token}",  # another cookie whose name ends with ours
+            f"{NAME}x=" + "{token}",
+            f"{NAME}=" + "{token}A",
+            f"{NAME}=" + "{other}",
+        ],
+    )
+    def test_refused_without_a_good_token_of_ours(self, clock, header):
+        gate = tokens(clock)
+        header = header.format(token=gate.issue(), other=tokens(clock, secrets=(OTHER,)).issue())
+        assert gate.check_cookie(header, NAME) is None
+        assert gate.check_cookie(header, NAME) is None
+
+    def test_a_long_header_is_checked_all_the_same(self, clock):
+        gate = tokens(clock, duration=3600)
+        header = "; ".join(f"c{i}={'v' * 40}" for i in range(200)) + f"; {NAME}={gate.issue()}"
+        assert len(header) > 8000
+        assert gate.check_cookie(header, NAME) is not None
+        clock.advance(3600)
+        assert gate.check_cookie(header, NAME) is None
+
+    def test_what_is_remembered_is_bounded(self, clock, monkeypatch):
+        monkeypatch.setattr(token_module, "MAX_VERIFIED", 10)
+        gate = tokens(clock)
+        token = gate.issue()
+        for i in range(25):
+            assert gate.check_cookie(f"n={i}; {NAME}={token}", NAME) is not None
+        assert len(gate._granting) <= 10
 
 
 tokens_clock = FakeClock()
