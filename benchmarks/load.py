@@ -1,6 +1,6 @@
 """The gate under a real server: throughput and latency, and a hanging AlloConv.
 
-    make load        (or: python benchmarks/load.py [--seconds S] [--clients N] [--uncapped])
+    make load        (or: python benchmarks/load.py [--seconds S] [--pairs N] [--uncapped])
 
 The demo content app is served by waitress on loopback, bare and behind the gate, each in
 its own process (8 threads each); the AlloConv sandbox runs in a thread of this process,
@@ -11,8 +11,12 @@ CPU and the clients on the others, as a load generator on another machine would:
 CPUs, client and server threads preempt each other, and the figures then measure the
 scheduler more than the server. Bare and gated are timed in short interleaved rounds (bare
 first in one round, gated first in the next), and the ratio is the median of the rounds',
-so that a noisy moment on a shared machine hits both alike and counts once. The server's
-own CPU time per request is printed too (from /proc, where there is one).
+so that a noisy moment on a shared machine hits both alike and counts once. The rounds are
+shared among several pairs of freshly started servers: one process runs a few percent
+faster or slower than another for its whole life, and with a single pair that luck would
+be the result (outside the prefixes, where the gate costs a fraction of a µs, one run gave
+per-pair ratios from 0.92 to 1.06). The server's own CPU time per request is printed too
+(from /proc, where there is one).
 
 The demo app is cheap (a few µs): next to it, the bare figures are mostly waitress's and
 WebOb's own cost, so the ratio is the gate's cost against the lightest site there can be.
@@ -374,54 +378,75 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(args, bare, gated, cookie):
-    """The three cases, bare and gated interleaved; prints the table.
+def throughput(args, server_pairs):
+    """The three cases, bare and gated interleaved, on fresh server pairs; prints the table.
 
-    ``bare`` and ``gated`` are (port, pid). Besides what the clients see, the server's
-    own CPU time per request is read from /proc: on a shared machine it is steadier than
-    requests per second.
+    ``server_pairs(n)`` starts the ``n``-th pair of servers, a context manager that
+    yields ((port, pid) of the bare server, (port, pid) of the gated one, a cookie of the
+    gated one). Each pair gets an equal share of the rounds: a process is faster or slower
+    by a few percent for the whole of its life (where its memory and hash tables fell, as
+    pyperf's docs say), and several pairs average that out where more rounds with one pair
+    would not. Besides what the clients see, the server's own CPU time per request is read
+    from /proc.
     """
     cases = {
-        "outside the prefixes": (FREE, None, 200),
-        "valid cookie": (PREMIUM, cookie, 200),
-        "gate page, no cookie": (PREMIUM, None, 402),
+        "outside the prefixes": (FREE, False, 200),
+        "valid cookie": (PREMIUM, True, 200),
+        "gate page, no cookie": (PREMIUM, False, 402),
     }
-    # (case, server) -> (port, pid, request, expected); the bare app has no gate page.
-    runs = {}
-    for case, (path, with_cookie, expected) in cases.items():
-        for server, (port, pid) in (("bare", bare), ("gated", gated)):
-            if expected == 402 and server == "bare":
-                continue
-            runs[case, server] = (port, pid, raw_get(port, path, with_cookie), expected)
-    for port, _, raw, expected in runs.values():  # warm up: connections, caches, the number
-        run_load({"warm-up": (port, raw, expected, args.clients)}, 0.3)
-
-    totals = {key: Result(run[3]) for key, run in runs.items()}
+    keys = [
+        (case, server)
+        for case, (_, _, expected) in cases.items()
+        for server in ("bare", "gated")
+        if not (expected == 402 and server == "bare")  # the bare app has no gate page
+    ]
+    totals = {key: Result(cases[key[0]][2]) for key in keys}
     cpu = collections.Counter()
     ratios = collections.defaultdict(list)
+    per_pair = collections.defaultdict(list)
     slice_seconds = args.seconds / args.rounds
-    for round_number in range(args.rounds):
-        order = ("bare", "gated") if round_number % 2 == 0 else ("gated", "bare")
-        for case in cases:
-            rates = {}
-            for server in order:
-                if (case, server) not in runs:
-                    continue
-                port, pid, raw, expected = runs[case, server]
-                cpu_before = cpu_seconds(pid)
-                result = run_load({"case": (port, raw, expected, args.clients)}, slice_seconds)
-                cpu_after = cpu_seconds(pid)
-                if cpu_before is not None and cpu_after is not None:
-                    cpu[case, server] += cpu_after - cpu_before
-                totals[case, server].add(result["case"])
-                rates[server] = result["case"].rate
-            if len(rates) == 2 and rates["bare"]:
-                ratios[case].append(rates["gated"] / rates["bare"])
+    rounds_per_pair = [len(range(n, args.rounds, args.pairs)) for n in range(args.pairs)]
+    for pair, rounds in enumerate(rounds_per_pair):
+        with server_pairs(pair) as (bare, gated, cookie):
+            # (case, server) -> (port, pid, request, expected)
+            runs = {}
+            for case, server in keys:
+                path, with_cookie, expected = cases[case]
+                port, pid = bare if server == "bare" else gated
+                raw = raw_get(port, path, cookie if with_cookie else None)
+                runs[case, server] = (port, pid, raw, expected)
+            for port, _, raw, expected in runs.values():  # warm up: connections, caches
+                run_load({"warm-up": (port, raw, expected, args.clients)}, 0.3)
+            pair_totals = {key: Result(run[3]) for key, run in runs.items()}
+            for round_number in range(rounds):
+                order = ("bare", "gated") if round_number % 2 == 0 else ("gated", "bare")
+                for case in cases:
+                    rates = {}
+                    for server in order:
+                        if (case, server) not in runs:
+                            continue
+                        port, pid, raw, expected = runs[case, server]
+                        cpu_before = cpu_seconds(pid)
+                        job = {"case": (port, raw, expected, args.clients)}
+                        result = run_load(job, slice_seconds)["case"]
+                        cpu_after = cpu_seconds(pid)
+                        if cpu_before is not None and cpu_after is not None:
+                            cpu[case, server] += cpu_after - cpu_before
+                        pair_totals[case, server].add(result)
+                        rates[server] = result.rate
+                    if len(rates) == 2 and rates["bare"]:
+                        ratios[case].append(rates["gated"] / rates["bare"])
+            for key, result in pair_totals.items():
+                totals[key].add(result)
+            for case in cases:
+                if (case, "bare") in pair_totals:
+                    bare_rate = pair_totals[case, "bare"].rate
+                    per_pair[case].append(pair_totals[case, "gated"].rate / bare_rate)
 
     print(
         f"Under load: {args.clients} keep-alive clients in this process, waitress "
         f"{SERVER_THREADS} threads in each server process, {args.seconds:g} s per case "
-        f"in {args.rounds} interleaved rounds"
+        f"in {args.rounds} interleaved rounds, on {args.pairs} fresh pairs of servers"
     )
     print(f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load()})")
     if args.server_cpus is not None:
@@ -450,9 +475,11 @@ def throughput(args, bare, gated, cookie):
         if case in ratios:
             pooled = totals[case, "gated"].rate / totals[case, "bare"].rate
             spread = sorted(ratios[case])
+            pairs = " ".join(f"{ratio:.3f}" for ratio in per_pair[case])
             print(
                 f"{'':22} {'gated/bare':10} {statistics.median(spread):8.3f}   (median of the"
-                f" rounds; {spread[0]:.3f} to {spread[-1]:.3f}; pooled {pooled:.3f})"
+                f" rounds; {spread[0]:.3f} to {spread[-1]:.3f}; pooled {pooled:.3f};"
+                f" per pair {pairs})"
             )
     print()
     kept = statistics.median(ratios["valid cookie"])
@@ -569,7 +596,7 @@ def hang(args, sandbox, gate_options, log_path, label):
             "valid cookie": (port, raw_get(port, PREMIUM, cookie), 200, args.probe_clients),
         }
         run_load(jobs, 0.3)  # warm up
-        quiet = run_load(jobs, args.seconds, args.probe_timeout)
+        quiet = run_load(jobs, args.probe_seconds, args.probe_timeout)
 
         burst = Burst(port, [sandbox.issue_code("fra1") for _ in range(BURST)])
         sandbox.set_fault("hang", script="api-micropaiement")
@@ -577,7 +604,7 @@ def hang(args, sandbox, gate_options, log_path, label):
             burst.fire()
             time.sleep(SETTLE)
             first = burst.snapshot()
-            hanging = run_load(jobs, args.seconds, args.probe_timeout)
+            hanging = run_load(jobs, args.probe_seconds, args.probe_timeout)
             window = time.perf_counter() - burst.fired
             second = burst.snapshot()
         finally:
@@ -605,7 +632,7 @@ def hang(args, sandbox, gate_options, log_path, label):
         f"{final[2]} never answered; the 503s: {counts(retry_after)}"
     )
     print(
-        f"{args.probe_clients} clients per path for {args.seconds:g} s, "
+        f"{args.probe_clients} clients per path for {args.probe_seconds:g} s, "
         f"no hang -> while {BURST} submissions hang:"
     )
     print(
@@ -666,11 +693,20 @@ def max_pending_default(options):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="per case (default 5)")
-    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per case (default 8)")
+    parser.add_argument("--rounds", type=int, default=32, help="interleaved rounds (default 32)")
+    parser.add_argument(
+        "--pairs", type=int, default=8, help="fresh pairs of servers the rounds run on (8)"
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
     parser.add_argument(
         "--probe-clients", type=int, default=2, help="clients per path during the hang (2)"
+    )
+    parser.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=5.0,
+        help="how long the site is measured while the submissions hang (default 5)",
     )
     parser.add_argument(
         "--probe-timeout",
@@ -688,8 +724,10 @@ def main() -> None:
         parser.error("--seconds must be in (0, 120] and --rounds in [1, 100]")
     if not 1 <= args.clients <= 256 or not 1 <= args.probe_clients <= 64:
         parser.error("--clients must be in [1, 256] and --probe-clients in [1, 64]")
-    if not 0 < args.probe_timeout <= 60:
-        parser.error("--probe-timeout must be in (0, 60]")
+    if not 0 < args.probe_timeout <= 60 or not 0 < args.probe_seconds <= 60:
+        parser.error("--probe-timeout and --probe-seconds must be in (0, 60]")
+    if not 1 <= args.pairs <= args.rounds:
+        parser.error("--pairs must be from 1 to --rounds")
 
     split = cpu_split()
     args.server_cpus, args.client_cpus = split or (None, None)
@@ -716,16 +754,21 @@ def main() -> None:
             return False  # the exception goes on
 
         stack.push(show_logs_on_failure)  # runs once the servers have stopped
-        bare = stack.enter_context(served("bare", None, logs["bare"], args.server_cpus))
-        gated = stack.enter_context(
-            served("gated", {**options, "store": store("gated")}, logs["gated"], args.server_cpus)
-        )
-        cookie = get_cookie(gated[0], sandbox.issue_code("fra1"))
-        check(gated[0], PREMIUM, cookie, 200)
-        check(gated[0], PREMIUM, None, 402)
-        check(bare[0], PREMIUM, None, 200)
 
-        throughput(args, bare, gated, cookie)
+        @contextlib.contextmanager
+        def server_pairs(number):
+            gated_options = {**options, "store": store(f"gated-{number}")}
+            with (
+                served(f"bare {number}", None, logs["bare"], args.server_cpus) as bare,
+                served(f"gated {number}", gated_options, logs["gated"], args.server_cpus) as gated,
+            ):
+                cookie = get_cookie(gated[0], sandbox.issue_code("fra1"))
+                check(gated[0], PREMIUM, cookie, 200)
+                check(gated[0], PREMIUM, None, 402)
+                check(bare[0], PREMIUM, None, 200)
+                yield bare, gated, cookie
+
+        throughput(args, server_pairs)
         print()
 
         hang_options = {**options, "store": store("hang"), "rate_limit": "off"}
