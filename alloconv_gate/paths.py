@@ -65,8 +65,9 @@ class PrefixMatcher:
             if found is None:  # "" (the prefix "/") is a match
                 found = self._match(normalise_path(path, resolve_parents=False))
             return found
-        return self._match(path)
+        found = self._regex.match(path)  # what _match does, on every request: one call less
+        return found[1] if found else None
 
     def _match(self, path: str) -> str | None:
         found = self._regex.match(path)
-        return found.group(1) if found else None
+        return found[1] if found else None
