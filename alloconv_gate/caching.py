@@ -28,6 +28,8 @@ def private_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     # This runs on every paid page view, and most apps send none of the headers it
     # rewrites: one test over all the names (false alarms only take the long way) lets
     # those responses skip the loop below.
+    if type(headers) is not list:  # PEP 3333 says a list; an iterator would be used up
+        headers = list(headers)
     names = "\n".join(map(_NAME, headers)).lower()
     if "control" not in names and "vary" not in names and "x-accel" not in names:
         return [*headers, _PRIVATE, _VARY_COOKIE]

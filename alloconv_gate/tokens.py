@@ -31,9 +31,11 @@ MAX_PARTS = 32
 # the others at once. Tokens are dated this much in the past, and accepted this much
 # older; the end of access carried in the token stays exact.
 MAX_SKEW = 60
-# Tokens whose signature was checked, remembered per process (a few MB at most), and
-# Cookie headers that held one: headers longer than MAX_REMEMBERED_HEADER are not kept.
+# Tokens whose signature was checked, remembered per gate and process (about 3 MB at
+# most), and Cookie headers that held one (about 5 MB at most, even for a visitor who
+# sends thousands of made-up headers around one paid token: longer headers are not kept).
 MAX_VERIFIED = 10_000
+MAX_REMEMBERED_HEADERS = 4096
 MAX_REMEMBERED_HEADER = 1024
 # Browsers keep a cookie at most 400 days.
 MAX_COOKIE_AGE = 400 * 86400
@@ -105,7 +107,7 @@ class AccessTokens:
         self._signing_signer = clocked_signer(lambda: clock() - MAX_SKEW)
         self._verifiers: dict[str, URLSafeTimedSerializer] = {}
         self._verified: dict[tuple[str, str], tuple[int, int]] = {}
-        self._granting: dict[tuple[str, str], tuple[int, int]] = {}
+        self._granting: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     def _serializer(self, mount: str, signer: type[TimestampSigner]) -> URLSafeTimedSerializer:
         return serializer(self._secrets, f"alloconv_gate.access:{self._scope}:{mount}", signer)
@@ -131,7 +133,7 @@ class AccessTokens:
         token is remembered with that token's times: the next view of a paid page costs a
         dictionary lookup and a comparison of times, not a parse of the header.
         """
-        key = (mount, header)
+        key = (mount, name, header)
         known = self._granting.get(key)
         if known is not None:
             until, issued = known
@@ -142,7 +144,7 @@ class AccessTokens:
         if found is None:
             return None
         if len(header) <= MAX_REMEMBERED_HEADER:
-            if len(self._granting) >= MAX_VERIFIED:
+            if len(self._granting) >= MAX_REMEMBERED_HEADERS:
                 self._granting.clear()  # no lock: at worst, some headers are parsed again
             self._granting[key] = found
         return found[0]

@@ -148,6 +148,12 @@ class TestPrivateHeaders:
         assert header(result, name) == []
         assert header(result, "Content-Type") == ["text/plain"]
 
+    def test_headers_given_as_an_iterator_are_all_kept(self):
+        result = private_headers(iter([("Content-Type", "text/html"), ("Set-Cookie", "a=b")]))
+        assert header(result, "Content-Type") == ["text/html"]
+        assert header(result, "Set-Cookie") == ["a=b"]
+        assert header(result, "Cache-Control") == ["private"]
+
     def test_input_list_untouched(self):
         given_headers = [("Cache-Control", "public")]
         private_headers(given_headers)

@@ -327,12 +327,18 @@ class TestCookieHeader:
         assert gate.check_cookie(header, NAME) is None
 
     def test_what_is_remembered_is_bounded(self, clock, monkeypatch):
-        monkeypatch.setattr(token_module, "MAX_VERIFIED", 10)
+        monkeypatch.setattr(token_module, "MAX_REMEMBERED_HEADERS", 10)
         gate = tokens(clock)
         token = gate.issue()
         for i in range(25):
             assert gate.check_cookie(f"n={i}; {NAME}={token}", NAME) is not None
         assert len(gate._granting) <= 10
+
+    def test_a_remembered_header_counts_for_the_cookie_name_it_was_read_for(self, clock):
+        gate = tokens(clock)
+        header = f"{NAME}={gate.issue()}"
+        assert gate.check_cookie(header, NAME) is not None
+        assert gate.check_cookie(header, "another_name") is None
 
 
 tokens_clock = FakeClock()
