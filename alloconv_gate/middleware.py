@@ -116,7 +116,6 @@ class Gate:
         self.app = app
         self.gates = configs = parse_gates(options, here=here)
         self.config = site = configs[0]  # what every gate shares: key, cookie, store...
-        self._cookie_name = site.cookie_name
         self._alloconv = AlloConv(
             site.api_base, site.api_key, timeout=site.timeout, session=session
         )
@@ -141,7 +140,7 @@ class Gate:
 
         gate = self._parts[prefix]
         until = gate.tokens.check_cookie(
-            environ.get("HTTP_COOKIE", ""), self._cookie_name, environ.get("SCRIPT_NAME", "")
+            environ.get("HTTP_COOKIE", ""), self.config.cookie_name, environ.get("SCRIPT_NAME", "")
         )
         if until is not None:
             environ["alloconv_gate.access_until"] = until

@@ -65,8 +65,7 @@ class PrefixMatcher:
             if found is None:  # "" (the prefix "/") is a match
                 found = self._match(normalise_path(path, resolve_parents=False))
             return found
-        found = self._regex.match(path)  # what _match does, on every request: one call less
-        return found[1] if found else None
+        return self._match(path)
 
     def _match(self, path: str) -> str | None:
         found = self._regex.match(path)

@@ -135,11 +135,8 @@ class AccessTokens:
         """
         key = (mount, name, header)
         known = self._granting.get(key)
-        if known is not None:
-            until, issued = known
-            now = self._clock()
-            if 0 <= now - issued <= self.duration + MAX_SKEW and until > now:
-                return until
+        if known is not None and self._grants_now(known):
+            return known[0]
         found = self._find(SEPARATOR.join(cookie_values(header, name)), mount)
         if found is None:
             return None
@@ -196,12 +193,16 @@ class AccessTokens:
             if len(self._verified) >= MAX_VERIFIED:
                 self._verified.clear()  # no lock: at worst, some signatures are re-checked
             self._verified[(mount, token)] = signed
+        return signed if self._grants_now(signed) else None
+
+    def _grants_now(self, signed: tuple[int, int]) -> bool:
+        """Whether a token with these ``(until, issued)`` times grants access now.
+
+        The age limit is the one itsdangerous's max_age applies: from 0 to the duration.
+        """
         until, issued = signed
         now = self._clock()
-        # The age limit is the one itsdangerous's max_age applies: from 0 to the duration.
-        if 0 <= now - issued <= self.duration + MAX_SKEW and until > now:
-            return signed
-        return None
+        return 0 <= now - issued <= self.duration + MAX_SKEW and until > now
 
     def cookie_value(self, token: str, existing: str | None, mount: str = "") -> str:
         """The cookie value that carries ``token`` and the other gates' tokens in ``existing``.
