@@ -74,6 +74,9 @@ class GateConfig:
     template: str | None = None  # the text of a webmaster's gate page template
     codes: int = 1  # codes one access takes
     crawlers: tuple[str, ...] = ()  # search engines whose verified crawlers pass (site-wide)
+    # Recoveries of lost answers allowed (count, per seconds) for the gate, or None: off.
+    recoveries: tuple[int, int] | None = (3, 3600)
+    shared_key: bool = False  # site-wide: gates selling different paliers may share a key
 
     @property
     def palier(self) -> str:
@@ -131,6 +134,8 @@ OPTIONS = (
     "template",
     "crawlers",
     "codes",
+    "recoveries",
+    "shared_key",
 )
 # What each named gate may set for itself (``premium.palier = fra2``); the same options
 # without a gate name are the defaults of every gate.
@@ -144,7 +149,12 @@ GATE_OPTIONS = (
     "max_devices",
     "rate_limit",
     "codes",
+    "recoveries",
+    "api_key",
+    "api_key_file",
 )
+# Either of these, set for a gate, replaces both of the filter's.
+_KEY_OPTIONS = ("api_key", "api_key_file")
 # What may be set per palier (``price_notice.bel1 = ...``), for a gate or for all.
 PALIER_OPTIONS = ("number", "price_notice")
 _GATE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -170,6 +180,7 @@ def parse_gates(options: Mapping[str, Any], *, here: str | None = None) -> tuple
     names = _parse_gate_names(opts.pop("gates", None))
     shared, per_gate = _split_by_gate(opts, names)
     gates = tuple(_parse_gate(name, shared, per_gate[name], here) for name in names)
+    _check_keys(gates, names)
     claimed: dict[str, str] = {}
     for gate in gates:
         for prefix in gate.prefixes:
@@ -180,6 +191,35 @@ def parse_gates(options: Mapping[str, Any], *, here: str | None = None) -> tuple
                 )
             claimed[prefix] = gate.name
     return gates
+
+
+def _check_keys(gates: tuple[GateConfig, ...], names: tuple[str, ...]) -> None:
+    """Refuse gates that sell different paliers and check codes with one key.
+
+    AlloConv's answer never says which palier a code was bought for: what limits the
+    paliers a key accepts is the API's settings in the AlloConv account. So a code of a
+    cheap palier opens any gate that checks codes with the same key.
+    """
+    if gates[0].shared_key:
+        return
+    by_key: dict[str, GateConfig] = {}
+    for gate in gates:
+        other = by_key.setdefault(gate.api_key, gate)
+        if set(other.paliers) == set(gate.paliers):
+            continue
+        risks = "; ".join(
+            f"a code of {' '.join(sorted(set(a.paliers) - set(b.paliers)))} would open {b.name!r}"
+            for a, b in ((other, gate), (gate, other))
+            if set(a.paliers) - set(b.paliers)
+        )
+        raise ConfigError(
+            "api_key",
+            f"gates {other.name!r} ({' '.join(other.paliers)}) and {gate.name!r} "
+            f"({' '.join(gate.paliers)}) check codes with the same key, and AlloConv does not "
+            f"say which palier a code was bought for: {risks}. Give each price its own "
+            f"AlloConv API and key ({_prefix(names, gate.name)}api_key_file = ...), or accept "
+            f"the risk with shared_key = true",
+        )
 
 
 def _prefix(names: tuple[str, ...], name: str) -> str:
@@ -232,6 +272,8 @@ def _check_palier_key(key: str, option: str) -> None:
 
 
 def _parse_gate(name: str, shared: dict, own: dict, here: str) -> GateConfig:
+    if any(option in own for option in _KEY_OPTIONS):
+        shared = {k: v for k, v in shared.items() if k not in _KEY_OPTIONS}
     try:
         return _parse_one_gate(name, {**shared, **own}, here)
     except ConfigError as exc:
@@ -264,11 +306,13 @@ def _parse_one_gate(name: str, opts: dict[str, Any], here: str) -> GateConfig:
         language=language,
         store=_parse_store(opts.get("store", DEFAULT_STORE), here),
         max_devices=_parse_count("max_devices", opts.get("max_devices", 3), 1, 100),
-        rate_limit=_parse_rate_limit(opts.get("rate_limit", "5/minute")),
+        rate_limit=_parse_rate("rate_limit", opts.get("rate_limit", "5/minute")),
         max_pending=_parse_count("max_pending", opts.get("max_pending", 2), 1, 1000),
         template=_parse_template(opts.get("template"), here),
         crawlers=_parse_crawlers(opts.get("crawlers")),
         codes=_parse_count("codes", opts.get("codes", 1), 1, 5),
+        recoveries=_parse_rate("recoveries", opts.get("recoveries", "3/hour")),
+        shared_key=_parse_bool("shared_key", opts.get("shared_key", False)),
     )
 
 
@@ -423,16 +467,12 @@ def _parse_cookie_name(value: str) -> str:
 
 
 def _parse_cookie_secure(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text == "auto":
+    if str(value).strip().lower() == "auto":
         return None
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError("cookie_secure", f"{value!r} is not true, false or auto")
+    try:
+        return _parse_bool("cookie_secure", value)
+    except ConfigError:
+        raise ConfigError("cookie_secure", f"{value!r} is not true, false or auto") from None
 
 
 def _price_notice(opts: Mapping[str, Any], palier: str, language: str, first: bool) -> str | None:
@@ -473,17 +513,26 @@ def _parse_count(option: str, value: Any, low: int, high: int) -> int:
     return number
 
 
-def _parse_rate_limit(value: Any) -> tuple[int, int] | None:
+def _parse_rate(option: str, value: Any) -> tuple[int, int] | None:
     """``"5/minute"`` -> (5, 60); ``"off"`` -> None."""
     text = str(value).strip().lower()
     if text in ("off", "none"):
         return None
     match = _RATE.match(text)
     if not match or int(match.group(1)) < 1:
-        raise ConfigError(
-            "rate_limit", f"{value!r} is not a rate such as 5/minute, 30/hour, or off"
-        )
+        raise ConfigError(option, f"{value!r} is not a rate such as 5/minute, 30/hour, or off")
     return int(match.group(1)), _PERIODS[match.group(2)]
+
+
+def _parse_bool(option: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(option, f"{value!r} is not true or false")
 
 
 def _parse_crawlers(value: Any) -> tuple[str, ...]:

@@ -115,10 +115,19 @@ class Gate:
     ):
         self.app = app
         self.gates = configs = parse_gates(options, here=here)
-        self.config = site = configs[0]  # what every gate shares: key, cookie, store...
-        self._alloconv = AlloConv(
-            site.api_base, site.api_key, timeout=site.timeout, session=session
-        )
+        self.config = site = configs[0]  # what every gate shares: cookie, store...
+        session = session or requests.Session()
+        # One client per key (AlloConv checks a code against the paliers of its key's API),
+        # all on one session.
+        self._clients = {
+            key: AlloConv(site.api_base, key, timeout=site.timeout, session=session)
+            for key in dict.fromkeys(config.api_key for config in configs)
+        }
+        if site.shared_key and len(configs) > len(self._clients):
+            log.warning(
+                "shared_key = true: gates that share an AlloConv key accept each other's "
+                "codes, whatever palier they were bought for"
+            )
         try:
             self.store = open_store(site.store)
         except StoreError as exc:
@@ -178,16 +187,17 @@ class Gate:
         return response(environ, start_response)
 
     def _gate_parts(self, config: GateConfig, clock) -> GateParts:
+        alloconv = self._clients[config.api_key]
         numbers = tuple(
             NumberCache(
-                self._alloconv.number, palier, ttl=config.number_ttl, fallback=fallback, clock=clock
+                alloconv.number, palier, ttl=config.number_ttl, fallback=fallback, clock=clock
             )
             for palier, fallback in zip(config.paliers, config.numbers, strict=True)
         )
         return GateParts(
             config,
             AccessTokens(config.secrets, config.scope, config.duration, clock),
-            Verifier(config, self._alloconv, self.store, clock),
+            Verifier(config, alloconv, self.store, clock),
             numbers,
             SetProgress(config.secrets, config.scope, clock),
         )
