@@ -58,8 +58,8 @@ class Verdict(enum.Enum):
     INVALID = "invalid"  # ERR3: unknown or already used
     WRONG_PALIER = "wrong-palier"  # ERR4: valid, for a palier this site does not accept
     REFUSED = "refused"  # ERR99, ERR1, ERR2: AlloConv refused the request, code untouched
-    UNREACHABLE = "unreachable"  # the request never reached AlloConv, code untouched
-    UNKNOWN = "unknown"  # sent, but the answer was lost (timeout, broken connection)
+    UNREACHABLE = "unreachable"  # never sent (connect, TLS handshake, proxy): code untouched
+    UNKNOWN = "unknown"  # sent, but the answer was lost (read timeout, broken connection)
     ERROR = "error"  # an answer that is none of the documented ones (HTTP error, garbage)
 
     @property
@@ -185,8 +185,18 @@ class AlloConv:
 
 
 def _never_sent(exc: requests.RequestException) -> bool:
-    """Whether the request surely never reached the server (no connection was made)."""
-    return isinstance(exc, requests.ConnectTimeout) or _refused(exc)
+    """Whether the request surely never reached AlloConv, so that the code is unspent.
+
+    That is anything that fails before the request is written: connecting (refused,
+    unknown host, connect timeout), the TLS handshake (an expired or untrusted
+    certificate) and the proxy. Only what fails after sending (a read timeout, a reset or
+    a closed connection while waiting) may have consumed the code.
+    """
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return True
+    return _refused(exc)
 
 
 def _refused(exc: requests.RequestException) -> bool:

@@ -16,7 +16,6 @@ per token, not per view) and add two headers to the app's answer: about 1.5 µs 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -37,8 +36,15 @@ from .numbers import NumberCache
 from .page import Offer, PageContent, render, render_link_page
 from .paths import PrefixMatcher
 from .store import StoreError, open_store
-from .tokens import GRANT_PARAM, SEPARATOR, AccessTokens, SetProgress, cookie_values
-from .verification import Decision, Verifier
+from .tokens import (
+    GRANT_PARAM,
+    SEPARATOR,
+    AccessTokens,
+    LostAnswers,
+    SetProgress,
+    cookie_values,
+)
+from .verification import Decision, Verifier, Visit
 
 log = logging.getLogger("alloconv_gate")
 
@@ -57,6 +63,8 @@ JSON_ERRORS = {
     "error_access_ended": "invalid",
     "error_too_many_devices": "invalid",
     "error_link": "invalid",
+    "error_more_codes": "more-codes",
+    "error_recovery_support": "unavailable",
     "error_wrong_palier": "wrong-palier",
     "error_rate_limited": "rate-limited",
     "error_unavailable": "unavailable",
@@ -85,11 +93,15 @@ class GateParts:
     tokens: AccessTokens
     verifier: Verifier
     numbers: tuple[NumberCache, ...]  # one per palier, in the config's order
-    progress: SetProgress  # codes = N: the codes of an unfinished set that passed
+    progress: SetProgress  # codes = N: the visitor's unfinished set
 
     @property
     def progress_cookie(self) -> str:
         return f"{self.config.cookie_name}_set_{self.config.name}"
+
+    @property
+    def lost_cookie(self) -> str:
+        return f"{self.config.cookie_name}_lost"
 
 
 class Gate:
@@ -138,23 +150,29 @@ class Gate:
         for config in configs:
             self._parts.update(dict.fromkeys(config.prefixes, self._gate_parts(config, clock)))
         self._paths = PrefixMatcher(self._parts)
+        self._lost = LostAnswers(site.secrets, clock)
         self._crawlers = (
             CrawlerCheck(site.crawlers, resolver=resolver, clock=clock) if site.crawlers else None
         )
 
     def __call__(self, environ, start_response):
-        prefix = self._paths.match(environ.get("PATH_INFO", ""))
-        if prefix is None:
+        prefixes = self._paths.match_all(environ.get("PATH_INFO", ""))
+        if not prefixes:
             return self.app(environ, start_response)
 
-        gate = self._parts[prefix]
-        until = gate.tokens.check_cookie(
-            environ.get("HTTP_COOKIE", ""), self.config.cookie_name, environ.get("SCRIPT_NAME", "")
-        )
+        # A path spelt with dot segments may fall under two gates (as written and as
+        # resolved): it needs access to each.
+        header, mount = environ.get("HTTP_COOKIE", ""), environ.get("SCRIPT_NAME", "")
+        until = None
+        for prefix in prefixes:
+            gate = self._parts[prefix]
+            found = gate.tokens.check_cookie(header, self.config.cookie_name, mount, prefix)
+            if found is None and not self._crawler_reads(environ):
+                return self._gate(gate, environ, start_response)
+            if found is not None:
+                until = found if until is None else min(until, found)
         if until is not None:
             environ["alloconv_gate.access_until"] = until
-        elif not self._crawler_reads(environ):
-            return self._gate(gate, environ, start_response)
 
         # Let through. The response was made for one reader: no shared cache may keep it.
         def private_start_response(status, headers, exc_info=None):
@@ -196,10 +214,10 @@ class Gate:
         )
         return GateParts(
             config,
-            AccessTokens(config.secrets, config.scope, config.duration, clock),
+            AccessTokens(config.secrets, config.prefixes, config.duration, clock, config.scope),
             Verifier(config, alloconv, self.store, clock),
             numbers,
-            SetProgress(config.secrets, config.scope, clock),
+            SetProgress(config.secrets, clock),
         )
 
     def _cookie_value(self, environ) -> str:
@@ -231,52 +249,52 @@ class Gate:
             return self._use_link(gate, request, fields[GRANT_PARAM][0])
         codes = [code.strip() for code in fields.get("code", [])] or [""]
         back_to = own_url(request.environ)  # computed before the code may be spent
-        decision = self._verify(gate, request, codes)
+        visit = Visit(
+            client=_client(request),
+            mount=request.script_name,
+            set_id=self._set_id(gate, request) if gate.config.codes > 1 else None,
+            lost=self._lost.load(self._cookies(request, gate.lost_cookie), request.script_name),
+        )
+        decision = gate.verifier.verify(codes, visit)
         if decision.granted:
-            response = self._grant(gate, request, back_to, decision.until)
+            response = self._grant(gate, request, back_to, decision)
             if gate.config.codes > 1:
                 response.delete_cookie(gate.progress_cookie, path="/")
             return response
-        typed = codes[0] if decision.error != "error_more_codes" else ""
-        response = self._page(gate, request, decision.status, decision.error, typed, decision)
-        if decision.passed:
-            response.set_cookie(
-                gate.progress_cookie,
-                gate.progress.dump(decision.passed, request.script_name),
-                max_age=SetProgress.LIFETIME,
-                path="/",
-                secure=self._secure(request),
-                httponly=True,
-                samesite="lax",
+        response = self._page(
+            gate, request, decision.status, decision.error, decision.code, decision
+        )
+        if decision.set_id is not None and decision.passed:
+            progress = gate.progress.dump(decision.set_id, gate.config.prefixes, visit.mount)
+            self._set_cookie(
+                request, response, gate.progress_cookie, progress, SetProgress.LIFETIME
             )
+        if decision.lost is not None:
+            lost = self._lost.dump((*visit.lost, decision.lost), visit.mount)
+            self._set_cookie(request, response, gate.lost_cookie, lost, LostAnswers.LIFETIME)
         return response
 
-    def _verify(self, gate: GateParts, request: Request, codes: list[str]) -> Decision:
-        """Each code typed, in turn, until access is granted or one fails.
-
-        With ``codes = N`` the codes that passed before (the progress cookie) are kept,
-        and a code typed again that already passed is not sent twice.
-        """
-        client, gate_id = _client(request), self._gate_id(gate, request)
-        needed = gate.config.codes
-        passed = self._progress(gate, request) if needed > 1 else ()
-        decision = None
-        for code in codes[: max(1, needed - len(passed))]:
-            if needed > 1 and gate.verifier.hash_of(code) in passed:
-                continue
-            decision = gate.verifier.submit(code, client, gate_id, passed)
-            if decision.granted:
-                return decision
-            if decision.error != "error_more_codes":  # a failure keeps what passed before
-                return dataclasses.replace(decision, passed=passed, needed=needed)
-            passed = decision.passed
-        return decision or Decision(
-            status=402, error="error_more_codes", passed=passed, needed=needed
+    def _set_cookie(self, request: Request, response: Response, name, value, max_age) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            secure=self._secure(request),
+            httponly=True,
+            samesite="lax",
         )
 
-    def _progress(self, gate: GateParts, request: Request) -> tuple[str, ...]:
-        values = cookie_values(request.environ.get("HTTP_COOKIE", ""), gate.progress_cookie)
-        return gate.progress.load(values[0] if values else None, request.script_name)
+    def _cookies(self, request: Request, name: str) -> list[str]:
+        return cookie_values(request.environ.get("HTTP_COOKIE", ""), name)
+
+    def _set_id(self, gate: GateParts, request: Request) -> str | None:
+        """The visitor's unfinished set of this gate (the progress cookie), if any."""
+        for value in self._cookies(request, gate.progress_cookie):
+            set_id = gate.progress.load(value, gate.config.prefixes, request.script_name)
+            if set_id is not None:
+                return set_id
+        return None
 
     def _link_page(self, gate: GateParts, request: Request, token: str) -> Response:
         """A support link opened: a button that uses it (a GET never does)."""
@@ -290,21 +308,18 @@ class Gate:
 
     def _use_link(self, gate: GateParts, request: Request, token: str) -> Response:
         """A support link: the cookie, and back to the same page without the link."""
-        client, gate_id = _client(request), self._gate_id(gate, request)
-        decision = gate.verifier.use_link(token, client, gate_id)
+        decision = gate.verifier.use_link(token, _client(request), request.script_name)
         if not decision.granted:
             return self._page(gate, request, decision.status, decision.error, "", decision)
         query = [(k, v) for k, v in parse_qsl(request.query_string) if k != GRANT_PARAM]
         path = own_url({**request.environ, "QUERY_STRING": urlencode(query)})
-        return self._grant(gate, request, path, decision.until)
+        return self._grant(gate, request, path, decision)
 
-    def _gate_id(self, gate: GateParts, request: Request) -> str:
-        """The gate, as the store knows it: its scope, and where it is mounted."""
-        mount = request.script_name
-        return f"{gate.config.scope}@{mount}" if mount else gate.config.scope
-
-    def _grant(self, gate: GateParts, request: Request, back_to: str, until: int) -> Response:
+    def _grant(
+        self, gate: GateParts, request: Request, back_to: str, decision: Decision
+    ) -> Response:
         """303 back to the page the visitor wanted (JSON: 200), with the access cookie."""
+        until = decision.until
         if _wants_json(request):
             response = _json(200, {"access_until": until})
         else:
@@ -312,18 +327,9 @@ class Gate:
             response.cache_control = "no-store"
         mount = request.script_name
         tokens = gate.tokens
-        value = tokens.cookie_value(
-            tokens.issue(until=until, mount=mount), self._cookie_value(request.environ), mount
-        )
-        response.set_cookie(
-            self.config.cookie_name,
-            value,
-            max_age=tokens.max_age(value),
-            path="/",
-            secure=self._secure(request),
-            httponly=True,
-            samesite="lax",
-        )
+        token = tokens.issue(until=until, mount=mount, prefixes=decision.prefixes or None)
+        value = tokens.cookie_value(token, self._cookie_value(request.environ), mount)
+        self._set_cookie(request, response, self.config.cookie_name, value, tokens.max_age(value))
         return response
 
     def _secure(self, request: Request) -> bool:
@@ -352,7 +358,8 @@ class Gate:
         offers = [offers[index] for index in order]
         if _wants_json(request):
             reference = decision.reference if decision else ""
-            body = _json_body(gate, request, offers, order, error, language, reference)
+            passed = self._codes_passed(gate, request, decision)
+            body = _json_body(gate, request, offers, order, error, language, reference, passed)
             response = _json(status, body)
         else:
             content = PageContent(
@@ -365,13 +372,7 @@ class Gate:
                 reference=decision.reference if decision else "",
                 template=config.template,
                 codes_needed=config.codes,
-                codes_passed=len(
-                    decision.passed
-                    if decision and decision.passed
-                    else self._progress(gate, request)
-                    if config.codes > 1
-                    else ()
-                ),
+                codes_passed=self._codes_passed(gate, request, decision),
             )
             response = Response(
                 body=render(content), status=status, content_type="text/html", charset="utf-8"
@@ -382,6 +383,14 @@ class Gate:
             retry_after = decision.retry_after if decision else None
             response.retry_after = retry_after or RETRY_AFTER
         return response
+
+    def _codes_passed(self, gate: GateParts, request: Request, decision: Decision | None) -> int:
+        """With ``codes = N``: how many codes count in the visitor's set."""
+        if gate.config.codes == 1:
+            return 0
+        if decision is not None and decision.set_id is not None:
+            return decision.passed
+        return gate.verifier.progress(self._set_id(gate, request), request.script_name)
 
 
 class SameSiteRedirect(Response):
@@ -496,7 +505,7 @@ def _json(status: int, data: dict) -> Response:
     return Response(body=body, status=status, content_type=JSON_TYPE, charset="utf-8")
 
 
-def _json_body(gate, request, offers, order, error, language, reference) -> dict:
+def _json_body(gate, request, offers, order, error, language, reference, passed) -> dict:
     """How to pay, for programs: HTTP 402 with the same facts as the page."""
     config = gate.config
     data = {
@@ -519,7 +528,9 @@ def _json_body(gate, request, offers, order, error, language, reference) -> dict
     }
     if error:
         data["error"] = JSON_ERRORS.get(error, "invalid")
-        data["message"] = catalogue(language)[error].format(reference=reference)
+        data["message"] = catalogue(language)[error].format(
+            reference=reference, done=passed, n=config.codes
+        )
         if reference:
             data["reference"] = reference
     return data

@@ -53,19 +53,26 @@ class PrefixMatcher:
         self._regex = re.compile(f"({alternatives})(?:/|$)")
 
     def match(self, path: str) -> str | None:
-        """The prefix ``path`` is under, or None. ``path`` is a raw PATH_INFO.
+        """The prefix ``path`` is under, or None; the first of :meth:`match_all`."""
+        found = self.match_all(path)
+        return found[0] if found else None
 
-        A path with dot segments is protected when it is under a prefix either once
-        resolved (``/free/../premium``, as a browser would send it) or as written
-        (``/premium/../x``, which an app that does not resolve ``..`` itself may route
-        to a premium handler): when in doubt, the gate stays closed.
+    def match_all(self, path: str) -> tuple[str, ...]:
+        """The prefixes ``path`` is under (none, one, or two), given a raw PATH_INFO.
+
+        A path with dot segments is read two ways: resolved (``/free/../premium``, as a
+        browser would send it) and as written (``/premium/../x``, which an app that does
+        not resolve ``..`` itself, such as a ``<path:...>`` route, may serve as a premium
+        page). When the two fall under different prefixes (``/dear/a/../../cheap/x``), the
+        request is under both, and needs access to each: when in doubt, the gate stays
+        closed.
         """
         if "//" in path or "/." in path or path[:1] != "/":
-            found = self._match(normalise_path(path))
-            if found is None:  # "" (the prefix "/") is a match
-                found = self._match(normalise_path(path, resolve_parents=False))
-            return found
-        return self._match(path)
+            resolved = self._match(normalise_path(path))
+            written = self._match(normalise_path(path, resolve_parents=False))
+            return tuple(dict.fromkeys(p for p in (resolved, written) if p is not None))
+        found = self._regex.match(path)
+        return (found[1],) if found else ()
 
     def _match(self, path: str) -> str | None:
         found = self._regex.match(path)

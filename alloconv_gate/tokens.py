@@ -1,45 +1,55 @@
 """The access token: what the cookie carries, how it is issued and checked.
 
-A token is an itsdangerous ``URLSafeTimedSerializer`` signature of the time access ends,
-salted with the gate's scope, so that:
+A token is an itsdangerous ``URLSafeTimedSerializer`` signature of the time access ends
+and of the prefixes it was sold for, salted with where the site is mounted, so that:
 
 - it carries its issue time, and is refused ``duration`` after it whatever the browser
   does with ``Max-Age`` (and refused before it, should the clock go back);
-- a token of one gate never opens another gate, even one with the same secret;
+- it opens the prefixes it was sold for and no others: a token of one gate never opens
+  another gate, even one with the same secret, and it keeps opening its paths when the
+  webmaster adds prefixes to the gate or gives the gate a name (``gates = ...``);
 - the secrets rotate: the first configured secret signs, all of them verify.
 
-One cookie may carry the tokens of several gates that share its name (two filter
-sections in one ini), joined by ``~``: buying access to one gate keeps the others.
+One cookie may carry the tokens of several gates that share its name, joined by ``~``:
+buying access to one gate keeps the others. Tokens of the first format (salted with the
+gate's name and prefixes, carrying only the end of access) are still accepted while the
+gate's name and prefixes are those they were sold under.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
 Clock = Callable[[], float]
 
 SEPARATOR = "~"
-# More than a handful of gates on one site is unlikely; the bounds keep a hostile cookie
-# from costing more than a few signature checks.
+# A cookie the gate sets carries at most this many tokens (of several gates sharing it).
+# Checking has no such bound: every token-shaped part of every cookie of our name is
+# considered (a sibling subdomain could otherwise hide a good token behind a few of its
+# own); what bounds that cost is the header's size, which the server limits (each part
+# takes at least 21 bytes), and each part's signature is checked once per process.
 MAX_TOKENS = 8
-MAX_PARTS = 32
 # How far apart the clocks of several servers may be: a token issued by one is good on
 # the others at once. Tokens are dated this much in the past, and accepted this much
 # older; the end of access carried in the token stays exact.
 MAX_SKEW = 60
-# Tokens whose signature was checked, remembered per gate and process (about 3 MB at
-# most), and Cookie headers that held one (about 5 MB at most, even for a visitor who
-# sends thousands of made-up headers around one paid token: longer headers are not kept).
+# Tokens whose signature was checked (good or bad), remembered per gate and process
+# (about 3 MB at most), and Cookie headers that held a good one (about 5 MB at most,
+# even for a visitor who sends thousands of made-up headers around one paid token:
+# longer headers are not kept).
 MAX_VERIFIED = 10_000
 MAX_REMEMBERED_HEADERS = 4096
 MAX_REMEMBERED_HEADER = 1024
 # Browsers keep a cookie at most 400 days.
 MAX_COOKIE_AGE = 400 * 86400
-_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_.\-]{20,200}$")
+_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_.\-]{20,1200}$")
+# What a token says once its signature checked out: (until, issued, prefixes).
+Signed = tuple[int, int, frozenset[str]]
+_BAD: Signed = (0, 0, frozenset())  # a remembered bad signature: grants nothing, ever
 
 
 def clocked_signer(clock: Clock) -> type[TimestampSigner]:
@@ -95,49 +105,72 @@ class AccessTokens:
     """Issues and checks the access tokens of one gate.
 
     ``mount`` (the request's SCRIPT_NAME) is part of the salt: the same gate settings
-    mounted twice in one site (``/cheap`` and ``/dear``) are two gates.
+    mounted twice in one site (``/cheap`` and ``/dear``) are two gates. A token opens a
+    request when the prefix the request falls under is one of the token's prefixes.
+
+    ``legacy_scope`` is the gate's scope in the first token format (its name and
+    prefixes), whose tokens open this gate's prefixes while that scope is unchanged.
     """
 
-    def __init__(self, secrets: Sequence[str], scope: str, duration: int, clock: Clock = time.time):
+    def __init__(
+        self,
+        secrets: Sequence[str],
+        prefixes: Iterable[str],
+        duration: int,
+        clock: Clock = time.time,
+        legacy_scope: str | None = None,
+    ):
         self.duration = duration
+        self.prefixes = tuple(prefixes)
         self._clock = clock
         self._secrets = secrets
-        self._scope = scope
+        self._legacy_scope = legacy_scope
         self._verifying_signer = clocked_signer(clock)
         self._signing_signer = clocked_signer(lambda: clock() - MAX_SKEW)
-        self._verifiers: dict[str, URLSafeTimedSerializer] = {}
-        self._verified: dict[tuple[str, str], tuple[int, int]] = {}
-        self._granting: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self._verifiers: dict[str, tuple[URLSafeTimedSerializer, ...]] = {}
+        self._verified: dict[tuple[str, str], Signed] = {}
+        self._granting: dict[tuple[str, str, str, str], Signed] = {}
 
     def _serializer(self, mount: str, signer: type[TimestampSigner]) -> URLSafeTimedSerializer:
-        return serializer(self._secrets, f"alloconv_gate.access:{self._scope}:{mount}", signer)
+        return serializer(self._secrets, f"alloconv_gate.access.v2:{mount}", signer)
 
-    def _verifier(self, mount: str) -> URLSafeTimedSerializer:
-        verifier = self._verifiers.get(mount)
-        if verifier is None:
-            verifier = self._serializer(mount, self._verifying_signer)
+    def _verifier(self, mount: str) -> tuple[URLSafeTimedSerializer, ...]:
+        """This format's serializer, then the first format's (if this gate had one)."""
+        verifiers = self._verifiers.get(mount)
+        if verifiers is None:
+            verifiers = (self._serializer(mount, self._verifying_signer),)
+            if self._legacy_scope is not None:
+                salt = f"alloconv_gate.access:{self._legacy_scope}:{mount}"
+                verifiers += (serializer(self._secrets, salt, self._verifying_signer),)
             if len(self._verifiers) < 16:  # SCRIPT_NAME may come from a header
-                self._verifiers[mount] = verifier
-        return verifier
+                self._verifiers[mount] = verifiers
+        return verifiers
 
-    def issue(self, until: int | None = None, mount: str = "") -> str:
-        """A token granting access from now until ``until`` (default: now + duration)."""
+    def issue(
+        self, until: int | None = None, mount: str = "", prefixes: Iterable[str] | None = None
+    ) -> str:
+        """A token granting access to ``prefixes`` (default: the gate's) until ``until``
+        (default: now + duration)."""
         if until is None:
             until = int(self._clock()) + self.duration
-        return self._serializer(mount, self._signing_signer).dumps(until)
+        sold = sorted(self.prefixes if prefixes is None else prefixes)
+        return self._serializer(mount, self._signing_signer).dumps([until, sold])
 
-    def check_cookie(self, header: str, name: str, mount: str = "") -> int | None:
+    def check_cookie(
+        self, header: str, name: str, mount: str = "", prefix: str | None = None
+    ) -> int | None:
         """:meth:`check` for the cookies called ``name`` in a whole Cookie header.
 
         A browser sends the same header with every page view, so a header that held a good
         token is remembered with that token's times: the next view of a paid page costs a
         dictionary lookup and a comparison of times, not a parse of the header.
         """
-        key = (mount, name, header)
+        prefix = self.prefixes[0] if prefix is None else prefix
+        key = (mount, name, prefix, header)
         known = self._granting.get(key)
-        if known is not None and self._grants_now(known):
+        if known is not None and self._grants_now(known, prefix):
             return known[0]
-        found = self._find(SEPARATOR.join(cookie_values(header, name)), mount)
+        found = self._find(SEPARATOR.join(cookie_values(header, name)), mount, prefix)
         if found is None:
             return None
         if len(header) <= MAX_REMEMBERED_HEADER:
@@ -146,90 +179,112 @@ class AccessTokens:
             self._granting[key] = found
         return found[0]
 
-    def check(self, value: str | None, mount: str = "") -> int | None:
-        """The time access ends if ``value`` (a cookie value) holds a good token, else None."""
-        found = self._find(value, mount)
+    def check(self, value: str | None, mount: str = "", prefix: str | None = None) -> int | None:
+        """The time access ends if ``value`` (a cookie value) holds a token that opens
+        ``prefix`` (default: the gate's first) now, else None."""
+        found = self._find(value, mount, self.prefixes[0] if prefix is None else prefix)
         return None if found is None else found[0]
 
-    def _find(self, value: str | None, mount: str) -> tuple[int, int] | None:
-        """The end and issue time of the first token in ``value`` that grants access now.
+    def _find(self, value: str | None, mount: str, prefix: str) -> Signed | None:
+        """The first token in ``value`` that opens ``prefix`` now.
 
-        Parts that are not token-shaped are skipped (junk from elsewhere must not hide a
-        good token), and at most ``MAX_TOKENS`` signatures are checked.
+        Every part is considered, each distinct one once; parts that are not token-shaped
+        cost a regular expression match, the others a signature check the first time this
+        process sees them (see MAX_TOKENS).
         """
         if not value:
             return None
-        verifier = self._verifier(mount)
-        checked = 0
-        for token in value.split(SEPARATOR, MAX_PARTS)[:MAX_PARTS]:
-            if not _TOKEN_SHAPE.match(token):
+        verifiers = self._verifier(mount)
+        seen = set()
+        for token in value.split(SEPARATOR):
+            if token in seen or not _TOKEN_SHAPE.match(token):
                 continue
-            found = self._check_one(verifier, mount, token)
-            if found is not None:
-                return found
-            checked += 1
-            if checked == MAX_TOKENS:
-                break
+            seen.add(token)
+            signed = self._signed(verifiers, mount, token)
+            if self._grants_now(signed, prefix):
+                return signed
         return None
 
-    def _check_one(
-        self, verifier: URLSafeTimedSerializer, mount: str, token: str
-    ) -> tuple[int, int] | None:
-        """The end and issue time of ``token`` if it grants access now, or None.
-
-        A visitor sends the same token with every page view, so a token whose signature
-        checked out is remembered (with its issue time and end) and only its times are
-        checked again: the signature never changes, time does.
-        """
+    def _signed(
+        self, verifiers: tuple[URLSafeTimedSerializer, ...], mount: str, token: str
+    ) -> Signed:
+        """What ``token`` says, or ``_BAD``, remembered: a visitor sends the same token with
+        every page view, and its signature never changes; time does."""
         signed = self._verified.get((mount, token))
         if signed is None:
-            try:
-                until, issued = verifier.loads(token, return_timestamp=True)
-            except BadData:
-                return None
-            if type(until) is not int:
-                return None
-            signed = (until, issued)
+            signed = self._verify(verifiers, token)
             if len(self._verified) >= MAX_VERIFIED:
                 self._verified.clear()  # no lock: at worst, some signatures are re-checked
             self._verified[(mount, token)] = signed
-        return signed if self._grants_now(signed) else None
+        return signed
 
-    def _grants_now(self, signed: tuple[int, int]) -> bool:
-        """Whether a token with these ``(until, issued)`` times grants access now.
+    def _verify(self, verifiers: tuple[URLSafeTimedSerializer, ...], token: str) -> Signed:
+        for verifier in verifiers:
+            try:
+                payload, issued = verifier.loads(token, return_timestamp=True)
+            except BadData:
+                continue
+            found = self._read(payload, verifier is not verifiers[0])
+            if found is not None:
+                return (found[0], issued, found[1])
+        return _BAD
+
+    def _read(self, payload: object, legacy: bool) -> tuple[int, frozenset[str]] | None:
+        """``(until, prefixes)`` from a signed payload, or None if it is not a token's."""
+        if legacy:
+            return (payload, frozenset(self.prefixes)) if type(payload) is int else None
+        if not isinstance(payload, list) or len(payload) != 2:
+            return None
+        until, prefixes = payload
+        if type(until) is not int or not isinstance(prefixes, list):
+            return None
+        if not all(isinstance(p, str) for p in prefixes):
+            return None
+        return until, frozenset(prefixes)
+
+    def _grants_now(self, signed: Signed, prefix: str) -> bool:
+        """Whether a token with these ``(until, issued, prefixes)`` opens ``prefix`` now.
 
         The age limit is the one itsdangerous's max_age applies: from 0 to the duration.
         """
-        until, issued = signed
+        until, issued, prefixes = signed
         now = self._clock()
-        return 0 <= now - issued <= self.duration + MAX_SKEW and until > now
+        return 0 <= now - issued <= self.duration + MAX_SKEW and until > now and prefix in prefixes
 
     def cookie_value(self, token: str, existing: str | None, mount: str = "") -> str:
-        """The cookie value that carries ``token`` and the other gates' tokens in ``existing``.
-
-        This gate's older tokens are dropped; junk is dropped.
-        """
-        verifier = self._verifier(mount)
-        others = [
-            old
-            for old in (existing or "").split(SEPARATOR, MAX_PARTS)[:MAX_PARTS]
-            if _TOKEN_SHAPE.match(old) and not verifier.loads_unsafe(old)[0]
-        ]
-        return SEPARATOR.join([token, *others[: MAX_TOKENS - 1]])
+        """The cookie value that carries ``token`` and the other tokens in ``existing``
+        that still give something ``token`` does not: other gates' (and those of other
+        filter sections, which cannot be read here). Junk, and tokens that the new one
+        covers or that no longer grant anything, are dropped."""
+        verifiers = self._verifier(mount)
+        new = self._signed(verifiers, mount, token)
+        kept = []
+        for old in dict.fromkeys((existing or "").split(SEPARATOR)):
+            if old == token or not _TOKEN_SHAPE.match(old):
+                continue
+            signed = self._signed(verifiers, mount, old)
+            if signed is not _BAD and (
+                signed[0] <= self._clock() or (signed[2] <= new[2] and signed[0] <= new[0])
+            ):
+                continue  # ended, or everything it opens the new token opens as long
+            kept.append(old)
+        return SEPARATOR.join([token, *kept[: MAX_TOKENS - 1]])
 
     def max_age(self, value: str) -> int:
-        """The cookie's Max-Age: long enough for the longest access it carries.
+        """The cookie's Max-Age: as long as the longest access it carries, no longer.
 
         Another gate's token cannot be verified here, but its end of access can be read;
         it only ever lengthens the cookie's life, never grants anything.
         """
         now = int(self._clock())
-        longest = self.duration
+        longest = 0
         for token in value.split(SEPARATOR):
-            _signed, until = self._verifier("").loads_unsafe(token)
-            if type(until) is int:
-                longest = max(longest, until - now)
-        return min(longest, MAX_COOKIE_AGE)
+            _signed, payload = self._verifier("")[0].loads_unsafe(token)
+            if isinstance(payload, list) and payload:
+                payload = payload[0]
+            if type(payload) is int:
+                longest = max(longest, payload - now)
+        return max(1, min(longest, MAX_COOKIE_AGE))
 
 
 # A support link must be used soon after it is made, or not at all.
@@ -264,29 +319,66 @@ class GrantLinks:
 
 
 class SetProgress:
-    """With ``codes = N``: which codes of the visitor's unfinished set have passed.
+    """With ``codes = N``: the visitor's unfinished set of codes.
 
-    Kept in a signed cookie of its own, so that a code that passed is never lost because
-    another failed; the journal keeps the same, should the cookie be lost.
+    The cookie carries the set's id (signed, with where the site is mounted and the
+    prefixes of the gate it is for); which codes count in it is the store's word (see
+    :meth:`alloconv_gate.store.Store.add_to_set`), so that a copied cookie shares one set
+    instead of multiplying it, and a code counts in one completed set at most.
     """
 
     LIFETIME = 86400
 
-    def __init__(self, secrets: Sequence[str], scope: str, clock: Clock = time.time):
-        self._serializer = serializer(
-            secrets, f"alloconv_gate.progress:{scope}", clocked_signer(clock)
-        )
+    def __init__(self, secrets: Sequence[str], clock: Clock = time.time):
+        self._serializer = serializer(secrets, "alloconv_gate.progress.v2", clocked_signer(clock))
 
-    def dump(self, passed: tuple[str, ...], mount: str = "") -> str:
-        return self._serializer.dumps([mount, list(passed)])
+    def dump(self, set_id: str, prefixes: Iterable[str], mount: str = "") -> str:
+        return self._serializer.dumps([mount, set_id, sorted(prefixes)])
 
-    def load(self, value: str | None, mount: str = "") -> tuple[str, ...]:
+    def load(self, value: str | None, prefixes: Iterable[str], mount: str = "") -> str | None:
+        """The set id in ``value`` if it is a set of this gate (a prefix in common)."""
         if not value:
-            return ()
+            return None
         try:
-            signed_mount, passed = self._serializer.loads(value, max_age=self.LIFETIME)
+            signed_mount, set_id, signed_prefixes = self._serializer.loads(
+                value, max_age=self.LIFETIME
+            )
         except (BadData, TypeError, ValueError):
-            return ()
-        if signed_mount != mount or not isinstance(passed, list):
-            return ()
-        return tuple(h for h in passed[:8] if isinstance(h, str))
+            return None
+        if (
+            signed_mount != mount
+            or type(set_id) is not str
+            or not isinstance(signed_prefixes, list)
+        ):
+            return None
+        return set_id if set(prefixes) & set(signed_prefixes) else None
+
+
+class LostAnswers:
+    """The attempts whose answer this browser lost (a signed cookie set with that page).
+
+    A code whose answer was lost may be recovered when AlloConv later says it was used,
+    but only in the browser that lost the answer: a code typed anywhere else is never
+    recovered, so that made-up codes sent during an outage cannot be handed around.
+    """
+
+    LIFETIME = 86400  # as long as a lost answer may be recovered
+    MAX_IDS = 8
+
+    def __init__(self, secrets: Sequence[str], clock: Clock = time.time):
+        self._serializer = serializer(secrets, "alloconv_gate.lost", clocked_signer(clock))
+
+    def dump(self, ids: Iterable[str], mount: str = "") -> str:
+        return self._serializer.dumps([mount, list(ids)[-self.MAX_IDS :]])
+
+    def load(self, values: Iterable[str], mount: str = "") -> tuple[str, ...]:
+        """The attempt ids in every good cookie value among ``values``, oldest first."""
+        ids: dict[str, None] = {}
+        for value in values:
+            try:
+                signed_mount, found = self._serializer.loads(value, max_age=self.LIFETIME)
+            except (BadData, TypeError, ValueError):
+                continue
+            if signed_mount == mount and isinstance(found, list):
+                ids.update(dict.fromkeys(i for i in found[: self.MAX_IDS] if isinstance(i, str)))
+        return tuple(ids)

@@ -4,21 +4,29 @@ The rules, in the order they apply:
 
 1. a code that cannot be an AlloConv code is refused here (no call, no limit spent);
 2. past ``rate_limit`` submissions per client and gate, the answer is 429 (no call);
-3. **restore**: a code this gate already accepted, whose access has not ended, gets a
-   new cookie ending when the first one does, on at most ``max_devices`` browsers;
-4. past ``max_pending`` verifications in flight in this process, the answer is an
+3. **restore**: a code that bought access to this gate's paths, whose access has not
+   ended, gets a new cookie ending when the first one does, on at most ``max_devices``
+   browsers;
+4. with ``codes = N``, a code that passed in an unfinished set of this gate counts in
+   the visitor's set without a call: typed again in the same set it counts once, typed
+   in another browser's set it moves there (and no longer counts where it was);
+5. past ``max_pending`` verifications in flight in this process, the answer is an
    immediate 503 (a hanging AlloConv must not hold every server thread);
-5. otherwise a *pending* record is written, and only then is AlloConv asked: if the
+6. otherwise a *pending* record is written, and only then is AlloConv asked: if the
    record cannot be written, AlloConv is not asked and the code stays unspent;
-6. **recovery**: AlloConv's ``ERR3`` for a code whose earlier answer on this gate was
-   lost after sending (a timeout or a broken connection, in the last day), or whose
-   earlier attempt a dead worker left pending, means it was consumed then: access is
-   granted. An answer that came back garbled (HTTP 500, junk) is not a lost one: ERR3
-   also answers codes that never existed, so recovery is kept to real losses;
-7. access is granted on ``OK``; if the store then fails, the visitor still gets the
-   cookie they paid for and the whole record goes to the ERROR log.
+7. **recovery**: AlloConv's ``ERR3`` says "not, or no longer, valid", for a used code and
+   a made-up one alike. So it means "consumed by the lost request" only for a code whose
+   earlier answer was lost after sending (a read timeout, a broken connection) in the
+   last day, typed again in the browser that lost the answer (:class:`LostAnswers`), and
+   within the gate's ``recoveries`` budget; past it, support decides (the reference);
+8. access is granted on ``OK`` (with ``codes = N``, once the set holds N codes: a code
+   counts in one completed set at most); if the store then fails, the visitor still
+   gets the cookie they paid for and the whole record goes to the ERROR log.
 
-Nothing here knows WSGI: :meth:`Verifier.submit` returns a :class:`Decision` that the
+A code is known by one keyed hash, under the *oldest* configured secret (the last one
+listed), so that rotating the secret (a new one in front) changes no code's identity.
+
+Nothing here knows WSGI: :meth:`Verifier.verify` returns a :class:`Decision` that the
 middleware turns into a response.
 """
 
@@ -35,8 +43,8 @@ from dataclasses import dataclass
 from .alloconv import AlloConv, Check, Verdict
 from .codes import code_hash, local_problem, mask_code, reference
 from .config import GateConfig
-from .store import PENDING, Attempt, Store, StoreError
-from .tokens import GrantLinks
+from .store import PENDING, Attempt, Redemption, Store, StoreError
+from .tokens import GrantLinks, SetProgress
 
 log = logging.getLogger("alloconv_gate")
 
@@ -45,11 +53,23 @@ RETRY_AFTER_BUSY = 5  # seconds, on 503 for too many verifications in flight
 # An answer lost this long ago no longer proves anything: ERR3 is also what a code
 # that never existed gets, so recovery must not be stockpiled during an outage.
 RECOVERY_WINDOW = 86400
-# A pending record older than the timeout and this margin was left by a worker that died.
+# A pending record older than the timeout and this margin was left by a request that
+# never completed it (its worker died, or the store failed after the call).
 PENDING_GRACE = 60
 # Local refusals journaled per client and window: this many times the rate limit.
 LOCAL_RECORDS_FACTOR = 10
 DEFAULT_RATE = (5, 60)  # for that bound when rate_limit is off
+MORE_CODES = "error_more_codes"
+
+
+@dataclass(frozen=True)
+class Visit:
+    """What the verifier is told of the visitor: who, where, and what their browser holds."""
+
+    client: str  # the client address
+    mount: str = ""  # SCRIPT_NAME: where the site is mounted
+    set_id: str | None = None  # codes = N: the visitor's set (the progress cookie)
+    lost: tuple[str, ...] = ()  # attempts whose answer this browser lost
 
 
 @dataclass(frozen=True)
@@ -57,12 +77,16 @@ class Decision:
     """The answer to a submission: access until ``until``, or a page with an error."""
 
     until: int | None = None  # access granted until then
+    prefixes: tuple[str, ...] = ()  # the paths the access opens
     status: int = 200  # the page's status when refused
     error: str | None = None  # a catalogue key
     reference: str = ""
     retry_after: int | None = None
-    passed: tuple[str, ...] = ()  # with codes = N: the hashes of this set's codes that passed
-    needed: int = 1  # with codes = N: how many codes the set takes
+    code: str = ""  # the code that failed, shown again in its field
+    lost: str | None = None  # the attempt whose answer was lost (for LostAnswers)
+    set_id: str | None = None  # codes = N: the visitor's set, to keep in its cookie
+    passed: int = 0  # codes = N: how many codes count in it
+    needed: int = 1  # codes = N: how many codes the set takes
 
     @property
     def granted(self) -> bool:
@@ -73,8 +97,23 @@ def refuse(status: int, error: str, **extra) -> Decision:
     return Decision(status=status, error=error, **extra)
 
 
+@dataclass(frozen=True)
+class _Submission:
+    """One code on its way: its record, the hashes that may name it, and the visit."""
+
+    attempt: Attempt
+    code: str
+    hashes: tuple[str, ...]  # under every configured secret, the identity's first
+    visit: Visit
+    site: str  # the store key of the access (redemptions, sets): where the site is mounted
+
+    @property
+    def code_id(self) -> str:
+        return self.attempt.code_hash
+
+
 class Verifier:
-    """Checks codes for one gate, keeping the journal and redemptions in ``store``."""
+    """Checks codes for one gate, keeping the journal, redemptions and sets in ``store``."""
 
     def __init__(
         self,
@@ -87,65 +126,104 @@ class Verifier:
         self._alloconv = alloconv
         self._store = store
         self._clock = clock
-        self._hash_keys = config.secrets  # the first hashes new records; all find old ones
+        # The oldest secret names a code for good; all of them find records written
+        # under any (the journal of the first format used the first secret).
+        self._hash_keys = (config.secrets[-1], *config.secrets[:-1])
         self._links = GrantLinks(config.secrets, config.scope, clock)
         self._in_flight = threading.BoundedSemaphore(config.max_pending)
 
     def hash_of(self, code: str) -> str:
+        """A code's identity in the store (see the module's docstring)."""
         return code_hash(self._hash_keys[0], code)
 
-    def submit(self, code: str, client: str, gate: str, passed: tuple[str, ...] = ()) -> Decision:
-        """Decide on ``code`` (already stripped) sent by ``client`` to ``gate``.
+    def journal_gate(self, mount: str) -> str:
+        """The gate, as the journal and the rate limits know it: its scope, and its mount."""
+        return f"{self.config.scope}@{mount}" if mount else self.config.scope
 
-        With ``codes = N``, ``passed`` holds the hashes of the codes of this set that
-        passed before: access is granted when N have passed, and until then the decision
-        carries the progress.
-        """
+    def verify(self, codes: list[str], visit: Visit) -> Decision:
+        """Decide on the codes typed (already stripped), in turn, until access is granted
+        or one fails. With ``codes = N`` the visitor's set keeps what passed."""
+        needed = self.config.codes
+        if needed == 1:
+            return self._one(codes[0] if codes else "", visit)
+        set_id = visit.set_id or uuid.uuid4().hex
+        decision = refuse(402, MORE_CODES)
+        for code in codes[:needed] or [""]:
+            decision = self._one(code, dataclasses.replace(visit, set_id=set_id))
+            if decision.granted:
+                return decision
+            if decision.error != MORE_CODES:
+                break
+            set_id = decision.set_id or set_id
+        if decision.set_id is None:  # a failure keeps the progress there was
+            decision = dataclasses.replace(
+                decision, set_id=set_id, passed=self._passed(set_id, visit.mount)
+            )
+        return dataclasses.replace(decision, needed=needed)
+
+    def _passed(self, set_id: str, mount: str) -> int:
+        """How many codes count in the set (for the page); 0 if the store cannot say."""
+        try:
+            return len(self._store.set_codes(_site(mount), set_id, since=self._since()))
+        except StoreError:
+            return 0
+
+    def progress(self, set_id: str | None, mount: str) -> int:
+        """How many codes count in the visitor's set, for the page."""
+        return 0 if set_id is None else self._passed(set_id, mount)
+
+    def _one(self, code: str, visit: Visit) -> Decision:
+        """Decide on one code: the rules of the module's docstring, in order."""
         now = self._clock()
+        hashes = tuple(code_hash(key, code) for key in self._hash_keys)
         attempt = Attempt(
             id=uuid.uuid4().hex,
             time=now,
-            gate=gate,
+            gate=self.journal_gate(visit.mount),
             palier=self.config.palier,
-            client=client,
+            client=visit.client,
             code_masked=mask_code(code),
-            code_hash=code_hash(self._hash_keys[0], code),
+            code_hash=hashes[0],
         )
-        hashes = [code_hash(key, code) for key in self._hash_keys]
+        sub = _Submission(attempt, code, hashes, visit, _site(visit.mount))
         problem = local_problem(code)
         if problem:
             self._record_local_refusal(attempt, problem)
-            return refuse(400, problem)
+            return refuse(400, problem, code=code)
         try:
             limited = self._rate_limited(attempt)
             if limited:
                 return limited
-            redemption = self._redemption(gate, hashes)
+            redemption = self._redemption(sub)
             if redemption is not None:
-                return self._restore(attempt, redemption)
+                return self._restore(sub, redemption)
+            counted = self._counted_before(sub)
+            if counted:
+                return counted
         except StoreError as exc:
             log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
-            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
+            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER, code=code)
         # A hanging AlloConv must not take every server thread: past max_pending
         # verifications in flight, the answer is an immediate 503.
         if not self._in_flight.acquire(blocking=False):
             log.warning("%s not sent: max_pending verifications in flight", _who(attempt))
             self._record_done(attempt, "unavailable", "max_pending reached")
-            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER_BUSY)
+            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER_BUSY, code=code)
         try:
             try:
                 self._store.record(attempt)
             except StoreError as exc:
                 log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
-                return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
-            return self._ask(attempt, code, hashes, passed)
+                return refuse(503, "error_unavailable", retry_after=RETRY_AFTER, code=code)
+            return self._ask(sub)
         finally:
             self._in_flight.release()
 
-    def use_link(self, token: str, client: str, gate: str) -> Decision:
+    def use_link(self, token: str, client: str, mount: str) -> Decision:
         """A support link (``alloconv-gate grant``): access once, for the time it says."""
         now = self._clock()
         found = self._links.check(token)
+        gate = self.journal_gate(mount)
         attempt = Attempt(uuid.uuid4().hex, now, gate, self.config.palier, client, "link", "")
         try:
             if found is None or not self._store.use_grant(found[0], now):
@@ -157,7 +235,9 @@ class Verifier:
         grant_id, duration = found
         self._record_done(dataclasses.replace(attempt, code_hash=grant_id), "granted", "link used")
         log.info("support link %s used by %s", grant_id, client)
-        return Decision(until=int(now) + duration)
+        return Decision(until=int(now) + duration, prefixes=self.config.prefixes)
+
+    # Before AlloConv is asked
 
     def _record_local_refusal(self, attempt: Attempt, problem: str) -> None:
         """Journal a typo, but not a flood of junk: at most LOCAL_RECORDS_FACTOR times the
@@ -175,42 +255,74 @@ class Verifier:
         if self.config.rate_limit is None:
             return None
         limit, window = self.config.rate_limit
-        key = f"{attempt.gate}|{attempt.client}"
-        count = self._store.hit(key, window, attempt.time)
+        count = self._store.hit(f"{attempt.gate}|{attempt.client}", window, attempt.time)
         if count <= limit:
             return None
         if count == limit + 1:  # the first refusal of the window is journaled, not a flood
             log.warning("%s refused: over rate_limit", _who(attempt))
             self._record_done(attempt, "rate-limited", "")
-        retry_after = math.ceil(attempt.time // window * window + window - attempt.time)
-        return refuse(429, "error_rate_limited", retry_after=retry_after)
+        return refuse(429, "error_rate_limited", retry_after=_window_left(attempt.time, window))
 
-    def _restore(self, attempt: Attempt, redemption) -> Decision:
-        """A code this gate accepted before: a cookie for one more browser, no call."""
+    def _redemption(self, sub: _Submission) -> Redemption | None:
+        """The access this code bought on this gate's paths, if it bought one.
+
+        Redemptions are kept by where the site is mounted and name the prefixes they
+        were sold for; those of the first format, by the gate's scope then.
+        """
+        found = self._store.redemption(sub.site, sub.code_id)
+        if found is not None:
+            return found if set(found.prefixes) & set(self.config.prefixes) else None
+        for hashed in sub.hashes:
+            found = self._store.redemption(sub.attempt.gate, hashed)
+            if found is not None:
+                return dataclasses.replace(found, prefixes=self.config.prefixes)
+        return None
+
+    def _restore(self, sub: _Submission, redemption: Redemption) -> Decision:
+        """A code that bought access here before: a cookie for one more browser, no call."""
+        attempt = sub.attempt
         if redemption.ends_at <= attempt.time:
             self._record_done(attempt, "invalid", "access already ended")
-            return refuse(402, "error_access_ended")
-        if not self._store.add_device(attempt.gate, redemption.code_hash, self.config.max_devices):
+            return refuse(402, "error_access_ended", code=sub.code)
+        if not self._store.add_device(
+            redemption.gate, redemption.code_hash, self.config.max_devices
+        ):
             self._record_done(attempt, "invalid", "max_devices reached")
-            return refuse(402, "error_too_many_devices")
+            return refuse(402, "error_too_many_devices", code=sub.code)
         self._record_done(attempt, "restored", "")
         log.info("%s restored until %d", _who(attempt), redemption.ends_at)
-        return Decision(until=int(redemption.ends_at))
+        return Decision(until=int(redemption.ends_at), prefixes=redemption.prefixes)
 
-    def _ask(
-        self, attempt: Attempt, code: str, hashes: list[str], passed: tuple[str, ...]
-    ) -> Decision:
+    def _counted_before(self, sub: _Submission) -> Decision | None:
+        """With ``codes = N``: a code that passed in an unfinished set of this gate
+        counts in the visitor's set, without asking AlloConv again."""
+        if sub.visit.set_id is None:
+            return None
+        claim = self._store.claim(sub.site, sub.code_id)
+        if claim is None or claim.completed or claim.passed_at < self._since():
+            return None
+        if not set(claim.prefixes) & set(self.config.prefixes):
+            return None  # it passed at another gate: AlloConv's ERR3 will refuse it
+        if claim.set_id == sub.visit.set_id:
+            return self._in_set(sub, claim.passed_at, None, "typed again in its set")
+        detail = f"moved from set {claim.set_id[:8]}"
+        return self._in_set(sub, claim.passed_at, "moved", detail)
+
+    # AlloConv
+
+    def _ask(self, sub: _Submission) -> Decision:
         """The pending record is written: ask AlloConv, then complete it."""
-        check = self._alloconv.verify(code)
+        attempt = sub.attempt
+        check = self._alloconv.verify(sub.code)
         verdict = check.verdict
         if verdict is Verdict.OK:
-            return self._grant(attempt, check, "ok", passed)
+            return self._passed_now(sub, check, "ok")
         if verdict is Verdict.INVALID:
-            return self._used(attempt, check, hashes, passed)
+            return self._used(sub, check)
         if verdict is Verdict.WRONG_PALIER:
             log.info("%s refused: %s", _who(attempt), check.answer)
             self._complete(attempt, "wrong-palier", check)
-            return refuse(402, "error_wrong_palier")
+            return refuse(402, "error_wrong_palier", code=sub.code)
         ref = reference(attempt.code_hash)
         log.error(
             "%s not verified (reference %s): %s: %r",
@@ -221,7 +333,8 @@ class Verifier:
         )
         if check.answer.upper() == "ERR99":
             log.error("AlloConv refused the API key (ERR99): check the 'api_key' option")
-        self._complete(attempt, "unknown" if verdict is Verdict.UNKNOWN else "unavailable", check)
+        lost = verdict is Verdict.UNKNOWN
+        self._complete(attempt, "unknown" if lost else "unavailable", check)
         # Only a refusal before the code reached AlloConv (unreachable, ERR99/1/2) is sure
         # to have left it unspent; after a lost or garbled answer the page says so.
         spent_maybe = verdict in (Verdict.UNKNOWN, Verdict.ERROR)
@@ -230,103 +343,231 @@ class Verifier:
             "error_lost" if spent_maybe else "error_unavailable",
             reference=ref,
             retry_after=RETRY_AFTER,
+            code=sub.code,
+            lost=attempt.id if lost else None,
         )
 
-    def _used(
-        self, attempt: Attempt, check: Check, hashes: list[str], passed: tuple[str, ...]
-    ) -> Decision:
-        """ERR3: unknown or already used. Used *here* is not a refusal:
+    def _used(self, sub: _Submission, check: Check) -> Decision:
+        """ERR3: not, or no longer, valid. Used *here* is not a refusal:
 
-        - a redemption that appeared meanwhile (the same code sent twice at once, from a
-          double click or two tabs): restore;
-        - an earlier attempt of this code on this gate whose answer was lost, or that
-          a crash left pending: it was consumed then; recovery;
-        - with ``codes = N``, a code of an unfinished set that passed here before (the
-          visitor lost the progress cookie): it counts again.
+        - a redemption or a set claim that appeared meanwhile (the same code sent twice
+          at once, from a double click or two tabs): restore, or count it;
+        - an earlier attempt of this code, in this browser, whose answer was lost: it
+          was consumed then; recovery, within the ``recoveries`` budget.
         """
+        attempt = sub.attempt
         try:
-            redemption = self._redemption(attempt.gate, hashes)
+            redemption = self._redemption(sub)
             if redemption is not None:
                 self._complete(attempt, "invalid", check)
-                return self._restore(dataclasses.replace(attempt, id=uuid.uuid4().hex), redemption)
-            lost = self._lost_before(attempt, hashes)
-            counted = self.config.codes > 1 and self._passed_before(attempt, hashes)
+                return self._restore(_again(sub), redemption)
+            counted = self._counted_before(_again(sub))
+            if counted is not None:
+                self._complete(attempt, "invalid", check)
+                return counted
+            lost, here = self._lost_before(sub)
         except StoreError as exc:
             log.error("store failed after ERR3 for %s: %s", _who(attempt), exc)
             self._complete(attempt, "unavailable", check)
-            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER)
-        if lost:
-            log.warning(
-                "%s: AlloConv says ERR3 for a code whose earlier answer was lost: "
-                "it was consumed then; access granted",
-                _who(attempt),
-            )
-            return self._grant(attempt, check, "recovered", passed)
-        if counted:
-            return self._grant(attempt, check, "restored", passed)
-        log.info("%s refused: %s", _who(attempt), check.answer)
-        self._complete(attempt, "invalid", check)
-        return refuse(402, "error_invalid")
+            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER, code=sub.code)
+        if lost is None:
+            log.info("%s refused: %s", _who(attempt), check.answer)
+            self._complete(attempt, "invalid", check)
+            return refuse(402, "error_invalid", code=sub.code)
+        if not here:
+            # Not the browser that lost the answer: no access, but the visitor may have
+            # paid, so the page gives them the reference that support looks up.
+            return self._for_support(sub, check, lost, "not the browser that lost the answer")
+        return self._recover(sub, check, lost)
 
-    def _redemption(self, gate: str, hashes: list[str]):
-        for hashed in hashes:
-            redemption = self._store.redemption(gate, hashed)
-            if redemption is not None:
-                return redemption
-        return None
+    def _for_support(self, sub: _Submission, check: Check, lost: Attempt, why: str) -> Decision:
+        """ERR3 after a lost answer that is not recovered: the reference, for support."""
+        attempt = sub.attempt
+        log.warning(
+            "%s: ERR3 after a lost answer (attempt %s), not recovered: %s; for support",
+            _who(attempt),
+            lost.id,
+            why,
+        )
+        self._complete(attempt, "unknown", dataclasses.replace(check, answer=f"ERR3; {why}"))
+        return refuse(
+            503,
+            "error_recovery_support",
+            reference=reference(attempt.code_hash),
+            retry_after=RETRY_AFTER,
+            code=sub.code,
+        )
 
-    def _lost_before(self, attempt: Attempt, hashes: list[str]) -> bool:
-        """Whether an earlier attempt of this code on this gate may have consumed it.
+    def _lost_before(self, sub: _Submission) -> tuple[Attempt | None, bool]:
+        """The earlier attempt of this code, on this gate, whose answer was lost, and
+        whether this browser is the one that lost it (its LostAnswers cookie names it).
 
         That is an ``unknown`` answer in the last RECOVERY_WINDOW, or a ``pending`` record
-        that its request outlived (its worker died while AlloConv was being asked).
+        that its request outlived (its worker died, or the store failed completing it).
         """
-        stale = attempt.time - self.config.timeout - PENDING_GRACE
-        for hashed in hashes:
-            for earlier in self._store.journal(gate=attempt.gate, code_hash=hashed, limit=50):
-                if earlier.id == attempt.id:
+        now = sub.attempt.time
+        stale = now - self.config.timeout - PENDING_GRACE
+        found = None
+        for hashed in sub.hashes:
+            for earlier in self._store.journal(gate=sub.attempt.gate, code_hash=hashed, limit=50):
+                if earlier.id == sub.attempt.id or earlier.time <= now - RECOVERY_WINDOW:
                     continue
-                if earlier.outcome == "unknown" and earlier.time > attempt.time - RECOVERY_WINDOW:
-                    return True
-                if earlier.outcome == PENDING and earlier.time < stale:
-                    return True
-        return False
+                if earlier.outcome == "unknown" or (
+                    earlier.outcome == PENDING and earlier.time < stale
+                ):
+                    if earlier.id in sub.visit.lost:
+                        return earlier, True
+                    found = found or earlier
+        return found, False
 
-    def _passed_before(self, attempt: Attempt, hashes: list[str]) -> bool:
-        """Whether a code of an unfinished set passed on this gate within ``duration``."""
-        since = attempt.time - self.config.duration
-        return any(
-            earlier.outcome == "ok" and earlier.id != attempt.id
-            for hashed in hashes
-            for earlier in self._store.journal(
-                gate=attempt.gate, code_hash=hashed, outcome="ok", since=since, limit=5
-            )
+    def _recover(self, sub: _Submission, check: Check, lost: Attempt) -> Decision:
+        """Grant on ERR3 after a lost answer, within the gate's ``recoveries`` budget."""
+        attempt = sub.attempt
+        budget = self.config.recoveries
+        spent = budget is None
+        retry_after = RETRY_AFTER
+        if budget is not None:
+            count, window = budget
+            try:
+                used = self._store.hit(f"{attempt.gate}|recoveries", window, attempt.time)
+            except StoreError as exc:
+                log.error("store failed counting a recovery for %s: %s", _who(attempt), exc)
+                used = count + 1
+            spent = used > count
+            retry_after = _window_left(attempt.time, window)
+        if spent:
+            why = "recoveries off" if budget is None else "recoveries budget spent"
+            decision = self._for_support(sub, check, lost, why)
+            # Still this browser's loss: the same code may be recovered once the budget
+            # allows it again.
+            return dataclasses.replace(decision, retry_after=retry_after, lost=attempt.id)
+        log.warning(
+            "%s: AlloConv says ERR3 for a code whose earlier answer was lost (attempt %s): "
+            "it was consumed then; access granted",
+            _who(attempt),
+            lost.id,
+        )
+        return self._passed_now(sub, check, "recovered")
+
+    # A code that passed
+
+    def _passed_now(self, sub: _Submission, check: Check, outcome: str) -> Decision:
+        """AlloConv accepted the code (or recovery says it did): access, or one more code
+        in the visitor's set."""
+        if sub.visit.set_id is not None:
+            return self._in_set(sub, sub.attempt.time, outcome, check.answer, check)
+        return self._grant(sub, check, outcome, (sub.code_id,))
+
+    def _in_set(
+        self,
+        sub: _Submission,
+        passed_at: float,
+        outcome: str | None,
+        detail: str,
+        check: Check | None = None,
+    ) -> Decision:
+        """Count the code in the visitor's set (a new one if that set is complete already),
+        and grant access when the set is complete.
+
+        ``outcome`` is the journal's word for the code (None: it counted there already).
+        """
+        set_id = sub.visit.set_id or uuid.uuid4().hex
+        needed = self.config.codes
+        try:
+            state = self._add(sub, set_id, passed_at)
+            if state.status == "closed":  # completed meanwhile (a copied progress cookie)
+                set_id = uuid.uuid4().hex
+                state = self._add(sub, set_id, passed_at)
+        except StoreError as exc:
+            return self._set_failed(sub, outcome, detail, check, exc)
+        if state.status == "used":  # it completed another set meanwhile
+            self._finish(sub, outcome, check, f"{detail}; counts in a completed set already")
+            return refuse(402, "error_invalid", code=sub.code)
+        done = len(state.codes)
+        where = f"set {set_id[:8]}: code {done} of {needed}"
+        if state.status == "complete":
+            return self._grant(sub, check, outcome, state.codes, f"{detail}; {where}, complete")
+        self._finish(sub, outcome, check, f"{detail}; {where}")
+        log.info("%s %s: %s", _who(sub.attempt), outcome or "counted", where)
+        return refuse(402, MORE_CODES, set_id=set_id, passed=done, needed=needed)
+
+    def _add(self, sub: _Submission, set_id: str, passed_at: float):
+        return self._store.add_to_set(
+            sub.site,
+            sub.code_id,
+            set_id,
+            self.config.prefixes,
+            passed_at,
+            needed=self.config.codes,
+            since=self._since(),
+        )
+
+    def _set_failed(self, sub, outcome, detail, check, exc) -> Decision:
+        """The store failed to count a code that passed: it is not lost, support has it."""
+        attempt = sub.attempt
+        record = dataclasses.replace(attempt, outcome=outcome or "restored", detail=detail)
+        log.error("store failed counting a code that passed: %s; record: %r", exc, record)
+        if outcome is not None:
+            self._finish(sub, outcome, check, f"{detail}; not counted in a set: store failed")
+        return refuse(
+            503,
+            "error_recovery_support",
+            reference=reference(attempt.code_hash),
+            retry_after=RETRY_AFTER,
+            code=sub.code,
         )
 
     def _grant(
-        self, attempt: Attempt, check: Check, outcome: str, passed: tuple[str, ...] = ()
+        self,
+        sub: _Submission,
+        check: Check | None,
+        outcome: str | None,
+        codes: tuple[str, ...],
+        detail: str | None = None,
     ) -> Decision:
-        done = (*passed, attempt.code_hash)
-        needed = self.config.codes
-        if len(done) < needed:
-            # One code of a set passed: its record says so; access waits for the others.
-            detail = f"{check.answer}; code {len(done)} of {needed}"
-            self._complete(attempt, outcome, dataclasses.replace(check, answer=detail))
-            log.info("%s %s: code %d of %d", _who(attempt), outcome, len(done), needed)
-            return refuse(402, "error_more_codes", passed=done, needed=needed)
+        """Access bought by ``codes``: their redemptions, then the record."""
+        attempt = sub.attempt
         until = int(attempt.time) + self.config.duration
+        prefixes = self.config.prefixes
         try:
-            for hashed in done:
-                self._store.redeem(attempt.gate, hashed, attempt.time, until)
-            self._store.complete(attempt.id, outcome, check.latency, check.answer)
+            for hashed in codes:
+                self._store.redeem(sub.site, hashed, attempt.time, until, prefixes)
+            self._finish(sub, outcome, check, detail, raising=True)
         except StoreError as exc:
             # Paid is paid: the cookie goes out, and the record goes to the log in full.
-            done = dataclasses.replace(
-                attempt, outcome=outcome, latency=check.latency, detail=check.answer
-            )
+            done = dataclasses.replace(attempt, outcome=outcome or "restored", detail=detail or "")
             log.error("store failed after AlloConv accepted a code: %s; record: %r", exc, done)
-        log.info("%s %s in %.2fs", _who(attempt), outcome, check.latency)
-        return Decision(until=until)
+        latency = check.latency if check else 0.0
+        log.info("%s %s in %.2fs", _who(attempt), outcome or "completed its set", latency)
+        return Decision(until=until, prefixes=prefixes)
+
+    # The journal
+
+    def _finish(
+        self,
+        sub: _Submission,
+        outcome: str | None,
+        check: Check | None,
+        detail: str | None,
+        *,
+        raising: bool = False,
+    ) -> None:
+        """Complete the attempt's record (asked AlloConv), or write it (no call); a code
+        that counted already (``outcome`` None) is journaled ``restored``."""
+        attempt = sub.attempt
+        answer = check.answer if check else ""
+        text = detail if detail is not None else answer
+        if check is None:
+            if raising:
+                self._store.record(
+                    dataclasses.replace(attempt, outcome=outcome or "restored", detail=text)
+                )
+            else:
+                self._record_done(attempt, outcome or "restored", text)
+        elif raising:
+            self._store.complete(attempt.id, outcome or "restored", check.latency, text)
+        else:
+            self._complete(attempt, outcome or "restored", dataclasses.replace(check, answer=text))
 
     def _complete(self, attempt: Attempt, outcome: str, check: Check) -> None:
         try:
@@ -343,6 +584,25 @@ class Verifier:
             self._store.record(dataclasses.replace(attempt, outcome=outcome, detail=detail))
         except StoreError as exc:
             log.error("store failed recording %s (%s): %s", _who(attempt), outcome, exc)
+
+    def _since(self) -> float:
+        """The oldest pass that still counts in an unfinished set."""
+        return self._clock() - SetProgress.LIFETIME
+
+
+def _site(mount: str) -> str:
+    """The store key of the access sold on a site mounted at ``mount``: redemptions and
+    sets belong to the paths they were sold for, not to a gate's name or settings."""
+    return f"site@{mount}"
+
+
+def _again(sub: _Submission) -> _Submission:
+    """The same submission under a new record id (the first one is completed already)."""
+    return dataclasses.replace(sub, attempt=dataclasses.replace(sub.attempt, id=uuid.uuid4().hex))
+
+
+def _window_left(now: float, window: int) -> int:
+    return math.ceil(now // window * window + window - now)
 
 
 def _who(attempt: Attempt) -> str:

@@ -14,7 +14,7 @@ from webtest import TestApp
 
 from alloconv_gate import Gate
 from alloconv_gate.alloconv import AlloConv as AlloConvClient
-from alloconv_gate.codes import code_hash
+from alloconv_gate.codes import code_hash, reference
 from alloconv_gate.store import Attempt, StoreError
 from alloconv_gate.store.memory import MemoryStore
 from alloconv_gate.tokens import GrantLinks
@@ -389,7 +389,9 @@ class TestRecoveryIsKeptToRealLosses:
         clock.advance(86400 + 1)
         submit(visitor(gate), code, 402)
 
-    def test_a_pending_record_left_by_a_dead_worker_recovers(self, gate, sandbox, clock):
+    def test_a_pending_record_left_by_a_dead_worker_goes_to_support(self, gate, sandbox, clock):
+        # No browser was told that its answer was lost: ERR3 cannot say whether the code
+        # was consumed by that request or never existed, so support decides.
         code = sandbox.issue_code()
         sandbox.set_fault("hang", script="api-micropaiement")
         # a worker that wrote the pending record, sent the code, and died
@@ -407,8 +409,14 @@ class TestRecoveryIsKeptToRealLosses:
         sandbox.clear_fault()
         AlloConvClient(gate.config.api_base, KEY).verify(code)  # what the dead worker sent
         clock.advance(2 + 61)  # past timeout and the grace
-        submit(visitor(gate), code, 303)
-        assert journal(gate)[0].outcome == "recovered"
+        page = submit(visitor(gate), code, 503)
+        assert reference(code_hash(SECRET, code)) in page.text
+        assert "alloconv_access=" not in " ".join(page.headers.getall("Set-Cookie"))
+        latest = journal(gate)[0]
+        assert (latest.outcome, latest.detail) == (
+            "unknown",
+            "ERR3; not the browser that lost the answer",
+        )
 
     def test_a_recent_pending_record_is_not_yet_a_loss(self, gate, sandbox, clock):
         code = sandbox.issue_code()
@@ -451,12 +459,15 @@ class TestSecretRotation:
         use_store(before, store)
         code = sandbox.issue_code()
         sandbox.set_fault("drop", script="api-micropaiement")
-        submit(visitor(before), code, 503)
+        browser = visitor(before)
+        submit(browser, code, 503)
         sandbox.clear_fault()
         clock.advance(60)
         after = make_gate(secret=f"{self.NEW} {SECRET}")
         use_store(after, store)
-        submit(visitor(after), code, 303)
+        same_browser = visitor(after)
+        same_browser.cookiejar = browser.cookiejar
+        submit(same_browser, code, 303)
         assert store.journal()[0].outcome == "recovered"
 
 

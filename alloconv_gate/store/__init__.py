@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 
-from .base import OUTCOMES, PENDING, Attempt, Redemption, Store, StoreError
+from .base import OUTCOMES, PENDING, Attempt, Claim, Redemption, SetState, Store, StoreError
 
 __all__ = [
     "OUTCOMES",
     "PENDING",
     "Attempt",
+    "Claim",
     "Redemption",
+    "SetState",
     "Store",
     "StoreError",
     "open_store",

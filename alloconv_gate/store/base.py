@@ -7,7 +7,9 @@ hammers AlloConv through the site:
   is asked (outcome ``pending``) and completed after, so that a crash in between leaves a
   pending record, never nothing;
 - **redemptions**: for each code AlloConv accepted, when access was granted and when it
-  ends, and on how many browsers it was restored;
+  ends, the prefixes it was sold for, and on how many browsers it was restored;
+- **set claims** (``codes = N``): which set of codes each code that passed counts in, so
+  that a code counts in at most one completed set;
 - **rate-limit counters**, in fixed windows;
 - **support grants**: one-time links, each usable once.
 
@@ -40,6 +42,7 @@ OUTCOMES = (
     "unknown",
     "restored",
     "recovered",
+    "moved",
     "granted",
 )
 
@@ -73,6 +76,32 @@ class Redemption:
     granted_at: float
     ends_at: float
     devices: int  # browsers that got a cookie for it, the first one included
+    prefixes: tuple[str, ...] = ()  # the paths it was sold for; () in records of v1
+
+
+@dataclass(frozen=True)
+class Claim:
+    """With ``codes = N``: the set of codes a code that passed counts in."""
+
+    code_hash: str
+    set_id: str
+    prefixes: tuple[str, ...]  # the paths of the gate where it passed
+    passed_at: float  # when AlloConv accepted it (kept when the code moves)
+    completed: bool  # its set is complete: it bought access and moves no more
+
+
+@dataclass(frozen=True)
+class SetState:
+    """What :meth:`Store.add_to_set` did.
+
+    ``status`` is ``open`` (the code is in the set, which needs more), ``complete`` (the
+    code completed the set: ``codes`` bought the access), ``closed`` (the set was complete
+    already: nothing changed) or ``used`` (the code counts in a completed set already:
+    nothing changed). ``codes`` are the hashes of the set's codes, oldest first.
+    """
+
+    status: str
+    codes: tuple[str, ...] = ()
 
 
 class Store(abc.ABC):
@@ -111,8 +140,16 @@ class Store(abc.ABC):
         """The redemption of this code on this gate, if AlloConv accepted it here."""
 
     @abc.abstractmethod
-    def redeem(self, gate: str, code_hash: str, granted_at: float, ends_at: float) -> None:
-        """Record that this code bought access until ``ends_at``, on one device.
+    def redeem(
+        self,
+        gate: str,
+        code_hash: str,
+        granted_at: float,
+        ends_at: float,
+        prefixes: tuple[str, ...] = (),
+    ) -> None:
+        """Record that this code bought access to ``prefixes`` until ``ends_at``, on one
+        device.
 
         Idempotent: an existing redemption of the same code on the same gate is kept.
         """
@@ -123,6 +160,39 @@ class Store(abc.ABC):
 
         Returns whether it was counted. Atomic: two browsers racing for the last place
         cannot both get it.
+        """
+
+    # Sets of codes (codes = N)
+
+    @abc.abstractmethod
+    def claim(self, gate: str, code_hash: str) -> Claim | None:
+        """The set this code counts in, if it passed in one."""
+
+    @abc.abstractmethod
+    def set_codes(self, gate: str, set_id: str, *, since: float) -> tuple[str, ...]:
+        """The codes that count in an unfinished set (passed since ``since``), oldest
+        first; none once the set is complete."""
+
+    @abc.abstractmethod
+    def add_to_set(
+        self,
+        gate: str,
+        code_hash: str,
+        set_id: str,
+        prefixes: tuple[str, ...],
+        passed_at: float,
+        *,
+        needed: int,
+        since: float,
+    ) -> SetState:
+        """Make this code count in set ``set_id``, moving it from the set it was in.
+
+        In one atomic step: nothing changes if the set is complete already (``closed``)
+        or if the code counts in a completed set (``used``); otherwise the code's claim
+        now names ``set_id`` (a code already claimed keeps its ``passed_at``), and if the
+        set then holds ``needed`` codes that passed since ``since``, they are marked
+        completed together (``complete``). Two requests racing to complete sets with the
+        same code cannot both complete one.
         """
 
     # Rate limits

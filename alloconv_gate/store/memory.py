@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from .base import Attempt, Redemption, Store, StoreError
+from .base import Attempt, Claim, Redemption, SetState, Store, StoreError
 
 
 class MemoryStore(Store):
@@ -21,6 +21,8 @@ class MemoryStore(Store):
         self._attempts: dict[str, Attempt] = {}
         self._redemptions: dict[tuple[str, str], Redemption] = {}
         self._counters: dict[tuple[str, int, int], int] = {}
+        self._claims: dict[tuple[str, str], Claim] = {}
+        self._complete_sets: set[tuple[str, str]] = set()
         self._used_grants: set[str] = set()
 
     def record(self, attempt: Attempt) -> None:
@@ -56,10 +58,11 @@ class MemoryStore(Store):
         with self._lock:
             return self._redemptions.get((gate, code_hash))
 
-    def redeem(self, gate: str, code_hash: str, granted_at: float, ends_at: float) -> None:
+    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=()) -> None:
         with self._lock:
             self._redemptions.setdefault(
-                (gate, code_hash), Redemption(gate, code_hash, granted_at, ends_at, 1)
+                (gate, code_hash),
+                Redemption(gate, code_hash, granted_at, ends_at, 1, tuple(prefixes)),
             )
 
     def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
@@ -71,6 +74,41 @@ class MemoryStore(Store):
                 redemption, devices=redemption.devices + 1
             )
             return True
+
+    def claim(self, gate: str, code_hash: str) -> Claim | None:
+        with self._lock:
+            return self._claims.get((gate, code_hash))
+
+    def set_codes(self, gate: str, set_id: str, *, since: float) -> tuple[str, ...]:
+        with self._lock:
+            return self._open_codes(gate, set_id, since)
+
+    def _open_codes(self, gate: str, set_id: str, since: float) -> tuple[str, ...]:
+        codes = sorted(
+            (c.passed_at, c.code_hash)
+            for (g, _), c in self._claims.items()
+            if g == gate and c.set_id == set_id and not c.completed and c.passed_at >= since
+        )
+        return tuple(hashed for _, hashed in codes)
+
+    def add_to_set(self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since):
+        with self._lock:
+            if (gate, set_id) in self._complete_sets:
+                return SetState("closed")
+            old = self._claims.get((gate, code_hash))
+            if old is not None and old.completed:
+                return SetState("used")
+            when = passed_at if old is None else old.passed_at
+            self._claims[(gate, code_hash)] = Claim(code_hash, set_id, tuple(prefixes), when, False)
+            hashes = self._open_codes(gate, set_id, since)
+            if len(hashes) < needed:
+                return SetState("open", hashes)
+            self._complete_sets.add((gate, set_id))
+            for hashed in hashes:
+                self._claims[(gate, hashed)] = dataclasses.replace(
+                    self._claims[(gate, hashed)], completed=True
+                )
+            return SetState("complete", hashes)
 
     def hit(self, key: str, window: int, now: float) -> int:
         start = int(now // window * window)

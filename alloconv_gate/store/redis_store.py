@@ -12,7 +12,10 @@ Every key starts with ``alloconv_gate:``:
 - ``journal``: a sorted set of attempt ids by time, and the same per
   ``journal:gate:GATE``, ``journal:code:CODE_HASH`` and ``journal:outcome:OUTCOME``, so
   that a filtered look-up reads only what it may return;
-- ``redemption:CODE_HASH:GATE``: a hash: granted_at, ends_at, devices;
+- ``redemption:CODE_HASH:GATE``: a hash: granted_at, ends_at, devices, prefixes;
+- ``claim:GATE:CODE_HASH``: a hash: set, prefixes, passed_at, completed; ``set:GATE:SET``:
+  a sorted set of the set's code hashes by passed_at; ``complete:GATE:SET`` once the set
+  is complete (these three expire after SET_TTL);
 - ``hit:WINDOW:START:KEY``: a rate-limit counter for the window of WINDOW seconds
   starting at START;
 - ``grant:ID``: set once when a support grant is used.
@@ -32,9 +35,10 @@ store works again as soon as Redis is back.
 from __future__ import annotations
 
 import contextlib
+import json
 import urllib.parse
 
-from .base import Attempt, Redemption, Store, StoreError
+from .base import Attempt, Claim, Redemption, SetState, Store, StoreError
 
 PREFIX = "alloconv_gate:"
 TIMEOUT = 2.0
@@ -44,6 +48,8 @@ GRANT_TTL = 7 * 24 * 3600
 #: Rate-limit counters live twice their window, and never less than a minute, so that
 #: hosts whose clocks disagree by a few seconds still count in the same key.
 MIN_COUNTER_TTL = 60
+#: How long sets of codes and their claims are kept: well past a progress cookie's life.
+SET_TTL = 7 * 24 * 3600
 #: Journal ids read per round trip.
 PAGE = 500
 
@@ -73,12 +79,32 @@ end
 return 1
 """
 
-# KEYS: redemption; ARGV: gate, code_hash, granted_at, ends_at
+# KEYS: redemption; ARGV: gate, code_hash, granted_at, ends_at, prefixes
 _REDEEM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'gate', ARGV[1], 'code_hash', ARGV[2],
-           'granted_at', ARGV[3], 'ends_at', ARGV[4], 'devices', 1)
+           'granted_at', ARGV[3], 'ends_at', ARGV[4], 'devices', 1, 'prefixes', ARGV[5])
 return 1
+"""
+
+# KEYS: claim, set, complete flag of the set
+# ARGV: code_hash, set_id, prefixes, passed_at, since, needed, ttl, claim key prefix,
+#       set key prefix (the old set and the other claims are found from the record)
+_ADD_TO_SET = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'closed'} end
+local old = redis.call('HMGET', KEYS[1], 'set', 'completed', 'passed_at')
+if old[2] == '1' then return {'used'} end
+local passed_at = old[3] or ARGV[4]
+if old[1] and old[1] ~= ARGV[2] then redis.call('ZREM', ARGV[9] .. old[1], ARGV[1]) end
+redis.call('HSET', KEYS[1], 'set', ARGV[2], 'prefixes', ARGV[3], 'passed_at', passed_at,
+           'completed', '0')
+redis.call('ZADD', KEYS[2], passed_at, ARGV[1])
+for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+local codes = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')
+if #codes < tonumber(ARGV[6]) then return {'open', unpack(codes)} end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[7])
+for _, code in ipairs(codes) do redis.call('HSET', ARGV[8] .. code, 'completed', '1') end
+return {'complete', unpack(codes)}
 """
 
 # KEYS: redemption; ARGV: max_devices
@@ -162,6 +188,7 @@ class RedisStore(Store):
         self._complete = self._client.register_script(_COMPLETE)
         self._redeem = self._client.register_script(_REDEEM)
         self._add_device = self._client.register_script(_ADD_DEVICE)
+        self._add_to_set = self._client.register_script(_ADD_TO_SET)
         try:
             self.ping()
         except StoreError as error:
@@ -281,13 +308,14 @@ class RedisStore(Store):
             granted_at=float(fields["granted_at"]),
             ends_at=float(fields["ends_at"]),
             devices=int(fields["devices"]),
+            prefixes=tuple(json.loads(fields.get("prefixes", "[]"))),
         )
 
-    def redeem(self, gate: str, code_hash: str, granted_at: float, ends_at: float) -> None:
+    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=()) -> None:
         with self._failing("record a redemption"):
             self._redeem(
                 keys=[_key("redemption", code_hash, gate)],
-                args=[gate, code_hash, repr(granted_at), repr(ends_at)],
+                args=[gate, code_hash, repr(granted_at), repr(ends_at), json.dumps(list(prefixes))],
             )
 
     def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
@@ -295,6 +323,50 @@ class RedisStore(Store):
             return bool(
                 self._add_device(keys=[_key("redemption", code_hash, gate)], args=[max_devices])
             )
+
+    # Sets of codes
+
+    def claim(self, gate: str, code_hash: str) -> Claim | None:
+        with self._failing("read a claim"):
+            fields = self._client.hgetall(_key("claim", gate, code_hash))
+        if not fields:
+            return None
+        return Claim(
+            code_hash=code_hash,
+            set_id=fields["set"],
+            prefixes=tuple(json.loads(fields["prefixes"])),
+            passed_at=float(fields["passed_at"]),
+            completed=fields["completed"] == "1",
+        )
+
+    def set_codes(self, gate: str, set_id: str, *, since: float) -> tuple[str, ...]:
+        with self._failing("read a set"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.exists(_key("complete", gate, set_id))
+            pipe.zrangebyscore(_key("set", gate, set_id), repr(since), "+inf")
+            complete, codes = pipe.execute()
+        return () if complete else tuple(codes)
+
+    def add_to_set(self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since):
+        keys = [
+            _key("claim", gate, code_hash),
+            _key("set", gate, set_id),
+            _key("complete", gate, set_id),
+        ]
+        args = [
+            code_hash,
+            set_id,
+            json.dumps(list(prefixes)),
+            repr(passed_at),
+            repr(since),
+            needed,
+            SET_TTL,
+            _key("claim", gate, ""),
+            _key("set", gate, ""),
+        ]
+        with self._failing("add a code to a set"):
+            status, *codes = self._add_to_set(keys=keys, args=args)
+        return SetState(status, tuple(codes))
 
     # Rate limits
 

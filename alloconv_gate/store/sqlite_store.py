@@ -23,6 +23,7 @@ a :class:`StoreError` naming the file; no message ever holds a code (records hol
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -30,9 +31,14 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from .base import Attempt, Redemption, Store, StoreError
+from .base import Attempt, Claim, Redemption, SetState, Store, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What a file of an older version needs to reach this one (its tables are created as
+# they are below, so only what CREATE TABLE IF NOT EXISTS cannot add is here).
+_MIGRATIONS = {
+    1: ("ALTER TABLE redemptions ADD COLUMN prefixes TEXT NOT NULL DEFAULT '[]'",),
+}
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS attempts (
@@ -57,7 +63,24 @@ _SCHEMA = (
         granted_at REAL NOT NULL,
         ends_at REAL NOT NULL,
         devices INTEGER NOT NULL,
+        prefixes TEXT NOT NULL DEFAULT '[]',
         PRIMARY KEY (gate, code_hash)
+    ) WITHOUT ROWID""",
+    # codes = N: the set each code that passed counts in, and the sets that are complete
+    """CREATE TABLE IF NOT EXISTS claims (
+        gate TEXT NOT NULL,
+        code_hash TEXT NOT NULL,
+        set_id TEXT NOT NULL,
+        prefixes TEXT NOT NULL,
+        passed_at REAL NOT NULL,
+        completed INTEGER NOT NULL,
+        PRIMARY KEY (gate, code_hash)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS claims_by_set ON claims (gate, set_id)",
+    """CREATE TABLE IF NOT EXISTS complete_sets (
+        gate TEXT NOT NULL,
+        set_id TEXT NOT NULL,
+        PRIMARY KEY (gate, set_id)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS counters (
         key TEXT NOT NULL,
@@ -227,18 +250,19 @@ class SqliteStore(Store):
     def redemption(self, gate: str, code_hash: str) -> Redemption | None:
         with self._read("read a redemption") as conn:
             row = conn.execute(
-                "SELECT gate, code_hash, granted_at, ends_at, devices FROM redemptions "
+                "SELECT gate, code_hash, granted_at, ends_at, devices, prefixes FROM redemptions "
                 "WHERE gate = ? AND code_hash = ?",
                 (gate, code_hash),
             ).fetchone()
-        return None if row is None else Redemption(*row)
+        return None if row is None else Redemption(*row[:5], tuple(json.loads(row[5])))
 
-    def redeem(self, gate: str, code_hash: str, granted_at: float, ends_at: float) -> None:
+    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=()) -> None:
         with self._write("record a redemption") as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO redemptions (gate, code_hash, granted_at, ends_at, devices) "
-                "VALUES (?, ?, ?, ?, 1)",
-                (gate, code_hash, granted_at, ends_at),
+                "INSERT OR IGNORE INTO redemptions "
+                "(gate, code_hash, granted_at, ends_at, devices, prefixes) "
+                "VALUES (?, ?, ?, ?, 1, ?)",
+                (gate, code_hash, granted_at, ends_at, json.dumps(list(prefixes))),
             )
 
     def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
@@ -249,6 +273,51 @@ class SqliteStore(Store):
                 (gate, code_hash, max_devices),
             )
             return cursor.rowcount == 1
+
+    # Sets of codes
+
+    def claim(self, gate: str, code_hash: str) -> Claim | None:
+        with self._read("read a claim") as conn:
+            row = conn.execute(
+                "SELECT code_hash, set_id, prefixes, passed_at, completed FROM claims "
+                "WHERE gate = ? AND code_hash = ?",
+                (gate, code_hash),
+            ).fetchone()
+        if row is None:
+            return None
+        hashed, set_id, prefixes, passed_at, completed = row
+        return Claim(hashed, set_id, tuple(json.loads(prefixes)), passed_at, bool(completed))
+
+    def set_codes(self, gate: str, set_id: str, *, since: float) -> tuple[str, ...]:
+        with self._read("read a set") as conn:
+            return _open_codes(conn, gate, set_id, since)
+
+    def add_to_set(self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since):
+        with self._write("add a code to a set") as conn:
+            if conn.execute(
+                "SELECT 1 FROM complete_sets WHERE gate = ? AND set_id = ?", (gate, set_id)
+            ).fetchone():
+                return SetState("closed")
+            old = conn.execute(
+                "SELECT completed FROM claims WHERE gate = ? AND code_hash = ?", (gate, code_hash)
+            ).fetchone()
+            if old is not None and old[0]:
+                return SetState("used")
+            conn.execute(
+                "INSERT INTO claims (gate, code_hash, set_id, prefixes, passed_at, completed) "
+                "VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (gate, code_hash) "
+                "DO UPDATE SET set_id = excluded.set_id, prefixes = excluded.prefixes",
+                (gate, code_hash, set_id, json.dumps(list(prefixes)), passed_at),
+            )
+            codes = _open_codes(conn, gate, set_id, since)
+            if len(codes) < needed:
+                return SetState("open", codes)
+            conn.execute("INSERT INTO complete_sets (gate, set_id) VALUES (?, ?)", (gate, set_id))
+            conn.executemany(
+                "UPDATE claims SET completed = 1 WHERE gate = ? AND code_hash = ?",
+                [(gate, hashed) for hashed in codes],
+            )
+            return SetState("complete", codes)
 
     # Rate limits
 
@@ -318,6 +387,9 @@ class SqliteStore(Store):
                 )
             for statement in _SCHEMA:
                 conn.execute(statement)
+            for old in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[old]:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute(_PING)
             conn.execute("COMMIT")
@@ -394,6 +466,18 @@ class SqliteStore(Store):
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+
+
+def _open_codes(conn: sqlite3.Connection, gate: str, set_id: str, since: float):
+    """The codes that count in an unfinished set, oldest first (an index range)."""
+    return tuple(
+        hashed
+        for (hashed,) in conn.execute(
+            "SELECT code_hash FROM claims WHERE gate = ? AND set_id = ? "
+            "AND completed = 0 AND passed_at >= ? ORDER BY passed_at, code_hash",
+            (gate, set_id, since),
+        )
+    )
 
 
 def _unusable(path: str) -> str | None:
