@@ -56,9 +56,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        help="validate every option, fetch the number, check the API key and the store",
-        description="Validates every option, fetches the number for the palier, checks the "
-        "API key without spending a code, and checks the store. Exit status 1 on any problem.",
+        help="validate every option, fetch the numbers, check the API keys and the store",
+        description="Validates every option, fetches the number of each palier, checks each "
+        "API key once without spending a code (keys are shown masked), says which paliers "
+        "each key is sold for, and checks the store. Gates that sell different paliers "
+        "with one key are a problem, even in different sections, unless shared_key = true "
+        "accepts the risk: then a WARN line. Exit status 1 on any problem (FAIL); a WARN "
+        "is a risk the configuration accepts, not a problem.",
     )
     check.add_argument("config", metavar="CONFIG.ini")
     check.add_argument("--filter", metavar="NAME", help="only this [filter:NAME] section")
@@ -178,69 +182,229 @@ def one_gate(path: str, name: str | None, option: str) -> GateConfig:
 
 # check
 
+# What the check cannot find out, said next to what the key should accept.
+_KEY_FACTS = (
+    "AlloConv cannot be asked which paliers a key accepts (each API of the account, with "
+    'its key, is set on the account\'s "mes APIs" page)'
+)
+
+
+def mask_key(key: str) -> str:
+    """``abcd****``: at most 4 characters of the key and at most a third of it, so that a
+    support transcript never holds a usable key and a short test key is not given away."""
+    return key[: min(4, len(key) // 3)] + "****"
+
+
+class _Report:
+    """The check's lines, and its count of problems (FAIL) and warnings (WARN)."""
+
+    def __init__(self) -> None:
+        self.problems = 0
+        self.warnings = 0
+        # (api_base, key) -> AlloConv's answer to an empty code: each key is asked once.
+        self.key_answers: dict[tuple[str, str], str] = {}
+
+    def line(self, status: str, what: str, detail: str) -> None:
+        """``status``: ``ok``, ``FAIL`` (a problem), ``WARN`` (a risk accepted) or ``info``."""
+        self.problems += status == "FAIL"
+        self.warnings += status == "WARN"
+        print(f"  {status:<4} {what}: {detail}")
+
+    def summary(self) -> str:
+        if not self.problems and not self.warnings:
+            return "all good"
+        warned = f"{self.warnings} warning(s)" if self.warnings else ""
+        if not self.problems:
+            return f"no problem; {warned} (risks the configuration accepts, see WARN)"
+        return f"{self.problems} problem(s)" + (f", {warned}" if warned else "")
+
 
 def cmd_check(args) -> int:
-    problems = 0
-    for name in chosen(args.config, args.filter, "--filter"):
+    report = _Report()
+    names = chosen(args.config, args.filter, "--filter")
+    for name in names:
         print(f"[filter:{name}]")
-        problems += check_gate(args.config, name)
-    print("all good" if not problems else f"{problems} problem(s)")
-    return 1 if problems else 0
+        check_gate(args.config, name, report)
+    _check_keys_across_filters(args.config, names, report)
+    print(report.summary())
+    return 1 if report.problems else 0
 
 
-def check_gate(path: str, name: str) -> int:
-    """Print one line per check; return the number of problems."""
+def check_gate(path: str, name: str, report: _Report | None = None) -> int:
+    """Print one line per check of section ``[filter:name]``; return its number of problems."""
+    report = report or _Report()
+    before = report.problems
     try:
         configs = load_gates(path, name)
     except (ConfigError, CommandError) as exc:
-        _line(False, "options", str(exc))
-        return 1
-    config = configs[0]  # what the gates share: key, store
-    client = AlloConv(config.api_base, config.api_key, timeout=config.timeout)
-    problems = 0
+        report.line("FAIL", "options", str(exc))
+        return report.problems - before
+    config = configs[0]  # what the gates share: store, api_base, timeout
+    keys = _key_labels(configs)
+    clients = {key: AlloConv(config.api_base, key, timeout=config.timeout) for key in keys}
     for gate in configs:
         label = "" if gate.name == "default" else f"gate {gate.name}: "
         paliers, prefixes = " ".join(gate.paliers), " ".join(p or "/" for p in gate.prefixes)
-        _line(True, "options", f"{label}palier {paliers}, prefixes {prefixes}")
+        report.line(
+            "ok",
+            "options",
+            f"{label}palier {paliers}, prefixes {prefixes}, {keys[gate.api_key]}",
+        )
         for palier in gate.paliers:
             try:
-                _line(True, "number", f"{palier}: {client.number(palier)}")
+                report.line("ok", "number", f"{palier}: {clients[gate.api_key].number(palier)}")
             except NumberUnavailable as exc:
-                problems += _line(False, "number", f"{palier}: {exc}")
-    # An empty code answers ERR1 with a good key and ERR99 with a bad one: nothing is spent.
-    key_check = client.verify("")
-    if key_check.answer == "ERR1":
-        _line(True, "api_key", "accepted by AlloConv")
-    elif key_check.answer == "ERR99":
-        problems += _line(False, "api_key", "refused by AlloConv (ERR99)")
+                report.line("FAIL", "number", f"{palier}: {exc}")
+    for key, label in keys.items():
+        _check_key(report, clients[key], (config.api_base, key), label)
+        _describe_key(report, label, [gate for gate in configs if gate.api_key == key])
+    _check_store(report, config)
+    return report.problems - before
+
+
+def _key_labels(configs: tuple[GateConfig, ...]) -> dict[str, str]:
+    """Each distinct key -> how the check names it: masked, and numbered when there are
+    several (two keys may look alike once masked)."""
+    keys = list(dict.fromkeys(gate.api_key for gate in configs))
+    if len(keys) == 1:
+        return {keys[0]: f"api_key ({mask_key(keys[0])})"}
+    return {key: f"api_key {n} ({mask_key(key)})" for n, key in enumerate(keys, 1)}
+
+
+def _check_key(report: _Report, client: AlloConv, which: tuple[str, str], label: str) -> None:
+    """Ask AlloConv about the key once per run. An empty code answers ERR1 with a good key
+    and ERR99 with a bad one: no code is spent."""
+    again = which in report.key_answers
+    if not again:
+        report.key_answers[which] = client.verify("").answer
+    answer = report.key_answers[which]
+    above = " (checked above)" if again else ""
+    if answer == "ERR1":
+        report.line("ok", label, f"accepted by AlloConv{above}")
+    elif answer == "ERR99":
+        report.line("FAIL", label, f"refused by AlloConv (ERR99){above}")
     else:
-        problems += _line(False, "api_key", f"could not be checked: {key_check.answer}")
+        report.line("FAIL", label, f"could not be checked: {answer}{above}")
+
+
+def _describe_key(report: _Report, label: str, gates: list[GateConfig]) -> None:
+    """What the key should accept, as far as the configuration tells; and the risk when
+    gates that sell different paliers share it (``shared_key = true``)."""
+    sold = " ".join(dict.fromkeys(palier for gate in gates for palier in gate.paliers))
+    if len(gates) == 1:
+        users = _gate_name(gates[0])
+        where = f" ({users})" if users else ""
+    else:
+        users = ", ".join(_gate_label(gate) for gate in gates)
+        where = "; ".join(f"{_gate_name(gate)}: {' '.join(gate.paliers)}" for gate in gates)
+        where = f" ({where})"
+    report.line(
+        "info",
+        label,
+        f"sold for {sold}{where}. {_KEY_FACTS}: make sure this key's API accepts {sold} "
+        f"only, so that a code of another palier gets ERR4",
+    )
+    risks = _risks(gates)
+    if risks:
+        report.line(
+            "WARN",
+            label,
+            f"shared_key = true: {users} check codes with this key and AlloConv does not "
+            f"say which palier a code was bought for: {risks}. Give each price its own "
+            f"AlloConv API and key to close that",
+        )
+
+
+def _gate_name(gate: GateConfig, section: str | None = None) -> str:
+    """``gate premium``, ``[filter:videos]``, ``[filter:site] gate hd``; ``""`` for the one
+    gate of a section, within the section."""
+    named = "" if gate.name == "default" else f"gate {gate.name}"
+    return named if section is None else f"[filter:{section}] {named}".rstrip()
+
+
+def _gate_label(gate: GateConfig, section: str | None = None) -> str:
+    """The gate's name and its paliers, ``""`` for the one gate of a section."""
+    name = _gate_name(gate, section)
+    return f"{name} ({' '.join(gate.paliers)})" if name else ""
+
+
+def _risks(gates: list[GateConfig], sections: list[str] | None = None) -> str:
+    """``a code of fra2 opens gate premium; ...`` for gates sharing one key, or ``""``."""
+    risks = []
+    for i, gate in enumerate(gates):
+        others = {p for other in gates for p in other.paliers} - set(gate.paliers)
+        if others:
+            where = _gate_name(gate, None if sections is None else sections[i])
+            risks.append(f"a code of {' '.join(sorted(others))} opens {where}")
+    return "; ".join(risks)
+
+
+def _check_keys_across_filters(path: str, checked: list[str], report: _Report) -> None:
+    """Gates of different filter sections that share a key but sell different paliers.
+
+    Each section is a Gate of its own, so start-up cannot see this: a code of one
+    section's palier opens the other's prefixes. A problem, unless every section
+    involved says ``shared_key = true``.
+    """
+    by_key: dict[tuple[str, str], list[tuple[str, GateConfig]]] = {}
+    for section in gate_sections(path):
+        try:
+            configs = load_gates(path, section)
+        except (ConfigError, CommandError):
+            continue  # reported with its section, when checked
+        for gate in configs:
+            by_key.setdefault((gate.api_base, gate.api_key), []).append((section, gate))
+    lines = []
+    for (_, key), users in by_key.items():
+        sections = [section for section, _ in users]
+        if len(set(sections)) < 2 or not set(sections) & set(checked):
+            continue
+        gates = [gate for _, gate in users]
+        if len({frozenset(gate.paliers) for gate in gates}) < 2:
+            continue
+        accepted = all(gate.shared_key for gate in gates)
+        where = ", ".join(_gate_label(gate, section) for section, gate in users)
+        lines.append(
+            (
+                "WARN" if accepted else "FAIL",
+                f"api_key ({mask_key(key)})",
+                f"{where} check codes with the same key, and AlloConv does not say which "
+                f"palier a code was bought for: {_risks(gates, sections)}. "
+                + (
+                    "Every section says shared_key = true"
+                    if accepted
+                    else "Give each price its own AlloConv API and key (or, to accept "
+                    "the risk, shared_key = true in each section)"
+                ),
+            )
+        )
+    if lines:
+        print("[across filters]")
+        for line in lines:
+            report.line(*line)
+
+
+def _check_store(report: _Report, config: GateConfig) -> None:
     path = sqlite_path(config.store)
     shown = config.store if path is not None else redacted(config.store)
     if config.store == "memory":
-        _line(True, "store", "memory: in the site's process only, nothing shared or kept")
-        return problems
+        report.line("ok", "store", "memory: in the site's process only, nothing shared or kept")
+        return
     if path is not None:
         folder = os.path.dirname(path)
         if not os.path.exists(path):
             if os.path.isdir(folder) and os.access(folder, os.W_OK):
-                _line(True, "store", f"{shown} (the site creates it when it starts)")
+                report.line("ok", "store", f"{shown} (the site creates it when it starts)")
             else:
-                problems += _line(False, "store", f"{folder} is not a folder the site can write")
-            return problems
+                report.line("FAIL", "store", f"{folder} is not a folder the site can write")
+            return
     try:
         store = _open(config)
         store.ping()
         store.close()
-        _line(True, "store", shown)
+        report.line("ok", "store", shown)
     except (StoreError, CommandError) as exc:
-        problems += _line(False, "store", str(exc))
-    return problems
-
-
-def _line(ok: bool, what: str, detail: str) -> int:
-    print(f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}")
-    return 0 if ok else 1
+        report.line("FAIL", "store", str(exc))
 
 
 # journal

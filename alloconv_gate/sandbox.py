@@ -5,7 +5,9 @@ WSGI app answers the two documented scripts as the documentation describes them
 (``{mount}/api-numeros`` and ``{mount}/api-micropaiement``), issues its own test codes on a
 page at ``{mount}/`` that a person can read on a phone, and can be told to misbehave (see
 :meth:`Sandbox.set_fault`) so that a client's handling of timeouts, lost answers and junk can
-be tested over real HTTP.
+be tested over real HTTP. Like an AlloConv account, it may hold several APIs, each a key
+accepting its own paliers (``keys``), so that gates sold at different prices can be tested
+with a key each.
 
 The gate's ``api_base`` for a sandbox mounted at ``http://host/sandbox`` is that URL: the
 scripts sit right under it, as they sit under ``https://www.alloconv.fr/scripts``.
@@ -21,6 +23,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from webob import Response
@@ -28,6 +31,7 @@ from webob.dec import wsgify
 
 CODE_ALPHABET = string.ascii_uppercase + string.digits
 CODE_LENGTH = 8
+DEFAULT_KEY = "sandbox-key"
 DEFAULT_NUMBERS = {
     "fra1": "08 99 23 45 67",
     "fra2": "08 99 23 45 68",
@@ -59,14 +63,26 @@ class _Fault:
 class Sandbox:
     """A WSGI app that behaves like the AlloConv API, with its own test codes.
 
-    :param api_key: the only ``cle`` accepted; any other answers ``ERR99``.
+    An AlloConv account holds several APIs, one key each, and each API accepts the codes
+    of the paliers set for it in the account ("mes APIs"); the answer to a check never
+    says which palier a code was bought for. The sandbox models that with ``keys``.
+
+    :param keys: key -> the paliers it accepts (an iterable of paliers of ``numbers``, at
+        least one). A check with another key answers ``ERR99``; a code of a palier its key
+        does not accept answers ``ERR4`` and is not consumed. Give either ``keys`` or
+        ``api_key``/``accepted_paliers``, not both.
+    :param api_key: with ``accepted_paliers``, the one key of an account with one API:
+        ``Sandbox(api_key="k", accepted_paliers=["fra1"])`` is
+        ``Sandbox(keys={"k": ["fra1"]})``. Default: ``"sandbox-key"``.
+    :param accepted_paliers: the paliers ``api_key`` accepts. Default: all of ``numbers``.
     :param numbers: palier -> the text ``api-numeros`` answers for it. Codes can be issued
         for these paliers only.
-    :param accepted_paliers: the paliers whose codes answer ``OK``; the others' codes answer
-        ``ERR4``, as for a site that did not subscribe to that palier. Default: all.
     :param codes_shown: how many fresh codes the page shows for each palier.
     :param rng: a :class:`random.Random`-like object for the codes; seed one to get the same
         codes in a test. Default: the operating system's randomness.
+
+    ``keys`` is then the mapping key -> frozenset of paliers; ``api_key`` and
+    ``accepted_paliers`` are its first key and that key's paliers.
 
     State is shared by all the server's threads and guarded by a lock. ``calls`` counts the
     requests received by each script, faulty answers included.
@@ -75,7 +91,8 @@ class Sandbox:
     def __init__(
         self,
         *,
-        api_key="sandbox-key",
+        keys=None,
+        api_key=None,
         numbers=None,
         accepted_paliers=None,
         codes_shown=3,
@@ -83,16 +100,24 @@ class Sandbox:
     ):
         numbers = dict(DEFAULT_NUMBERS if numbers is None else numbers)
         _check_numbers(numbers)
-        accepted = frozenset(numbers if accepted_paliers is None else accepted_paliers)
-        if unknown := accepted - numbers.keys():
-            raise ValueError(f"accepted_paliers: not in numbers: {', '.join(sorted(unknown))}")
-        if not isinstance(api_key, str) or not api_key:
-            raise ValueError(f"api_key: must be a non-empty string, got {api_key!r}")
+        if keys is None:
+            keys = {
+                DEFAULT_KEY if api_key is None else api_key: (
+                    numbers if accepted_paliers is None else accepted_paliers
+                )
+            }
+            keys = _check_keys(keys, numbers, "api_key", "accepted_paliers", empty_ok=True)
+        elif api_key is not None or accepted_paliers is not None:
+            raise ValueError(
+                "keys: give either keys or api_key/accepted_paliers, not both "
+                "(add the key to keys instead)"
+            )
+        else:
+            keys = _check_keys(keys, numbers, "keys", "keys", empty_ok=False)
         if isinstance(codes_shown, bool) or not isinstance(codes_shown, int) or codes_shown < 0:
             raise ValueError(f"codes_shown: must be an integer >= 0, got {codes_shown!r}")
-        self.api_key = api_key
+        self.keys = keys
         self.numbers = numbers
-        self.accepted_paliers = accepted
         self.codes_shown = codes_shown
         self.calls = Counter()
         self._rng = secrets.SystemRandom() if rng is None else rng
@@ -101,6 +126,16 @@ class Sandbox:
         self._used = set()
         self._fault = None
         self._flaps = 0
+
+    @property
+    def api_key(self):
+        """The first key (the only one, unless ``keys`` named several)."""
+        return next(iter(self.keys))
+
+    @property
+    def accepted_paliers(self):
+        """The paliers the first key accepts."""
+        return self.keys[self.api_key]
 
     def issue_code(self, palier="fra1"):
         """Return a fresh code of ``palier`` that the sandbox will accept once."""
@@ -185,7 +220,8 @@ class Sandbox:
         return self.numbers[palier] + "\r\n"
 
     def _check(self, key, code):
-        if key != self.api_key:
+        accepted = self.keys.get(key)
+        if accepted is None:
             return "ERR99"
         if not code:
             return "ERR1"
@@ -195,7 +231,7 @@ class Sandbox:
             palier = self._codes.get(code)
             if palier is None or code in self._used:
                 return "ERR3"
-            if palier not in self.accepted_paliers:
+            if palier not in accepted:
                 return "ERR4"
             self._used.add(code)
         return "OK"
@@ -229,12 +265,7 @@ class Sandbox:
             codes = "".join(
                 f"<li><code>{self.issue_code(palier)}</code></li>" for _ in range(self.codes_shown)
             )
-            refused = (
-                ""
-                if palier in self.accepted_paliers
-                else '<p class="refused">This site does not accept this palier: '
-                "its codes answer ERR4.</p>"
-            )
+            refused = self._keys_note(palier)
             sections.append(
                 f"<section><h2>{html.escape(palier)}</h2>"
                 f"<p>Number: <strong>{html.escape(number)}</strong></p>"
@@ -247,6 +278,57 @@ class Sandbox:
         )
         response.cache_control.no_store = True
         return response
+
+    def _keys_note(self, palier):
+        """Which keys accept ``palier``'s codes, as a paragraph of the codes page."""
+        accepting = [key for key, paliers in self.keys.items() if palier in paliers]
+        others = [key for key in self.keys if key not in accepting]
+        if not accepting:
+            return (
+                '<p class="refused">No key of this site accepts this palier: '
+                "its codes answer ERR4.</p>"
+            )
+        note = f'<p class="keys">Accepted with {_key_list(accepting)}.</p>'
+        if others:
+            note += (
+                f'<p class="refused">With {_key_list(others)}, its codes answer ERR4 '
+                "(and stay unused).</p>"
+            )
+        return note
+
+
+def _key_list(keys):
+    names = ", ".join(f"<code>{html.escape(key)}</code>" for key in keys)
+    return f"key {names}" if len(keys) == 1 else f"keys {names}"
+
+
+def _check_keys(keys, numbers, key_setting, paliers_setting, *, empty_ok):
+    """``keys`` as a dict key -> frozenset of paliers, or ValueError naming the setting."""
+    if not isinstance(keys, Mapping):
+        raise ValueError(f"{key_setting}: must map each key to its paliers, got {keys!r}")
+    if not keys:
+        raise ValueError(f"{key_setting}: at least one key is needed")
+    checked = {}
+    for key, paliers in keys.items():
+        if not isinstance(key, str) or not re.fullmatch(r"\S+", key):
+            raise ValueError(
+                f"{key_setting}: must be a non-empty string without spaces, got {key!r}"
+            )
+        if isinstance(paliers, str):
+            raise ValueError(
+                f"{paliers_setting}: the paliers of key {key!r} must be a list, not the "
+                f"string {paliers!r}"
+            )
+        accepted = frozenset(paliers)
+        if unknown := accepted - numbers.keys():
+            raise ValueError(
+                f"{paliers_setting}: key {key!r} lists paliers not in numbers: "
+                f"{', '.join(sorted(map(str, unknown)))}"
+            )
+        if not accepted and not empty_ok:
+            raise ValueError(f"{paliers_setting}: key {key!r} accepts no palier")
+        checked[key] = accepted
+    return checked
 
 
 def _check_numbers(numbers):
@@ -312,19 +394,24 @@ Each code works once; reload the page for more.</p>
 </html>
 """
 
-_SETTINGS = frozenset({"api_key", "numbers", "accepted_paliers", "codes_shown"})
+_SETTINGS = frozenset({"keys", "api_key", "numbers", "accepted_paliers", "codes_shown"})
 
 
 def make_app(global_conf=None, **settings):
     """PasteDeploy ``paste.app_factory``: a :class:`Sandbox` from ini strings.
 
-    ``numbers`` holds ``palier = text`` pairs, one a line or separated by ``;``;
-    ``accepted_paliers`` is whitespace-separated; ``codes_shown`` an integer. A misspelt or
-    bad setting raises :class:`ValueError` naming it, at load time.
+    ``keys`` holds ``key = paliers`` pairs (the paliers whitespace-separated), one a line
+    or separated by ``;``: ``keys = key-cheap = fra2 bel1; key-dear = fra1``. Without it,
+    ``api_key`` is the one key and ``accepted_paliers`` (whitespace-separated) its paliers;
+    ``keys`` with either of them is refused. ``numbers`` holds ``palier = text`` pairs, the
+    same way; ``codes_shown`` is an integer. A misspelt or bad setting raises
+    :class:`ValueError` naming it, at load time.
     """
     if unknown := settings.keys() - _SETTINGS:
         raise ValueError(f"unknown sandbox setting(s): {', '.join(sorted(unknown))}")
     options = {}
+    if "keys" in settings:
+        options["keys"] = _parse_keys(settings["keys"])
     if "api_key" in settings:
         options["api_key"] = settings["api_key"].strip()
     if "numbers" in settings:
@@ -339,14 +426,38 @@ def make_app(global_conf=None, **settings):
     return Sandbox(**options)
 
 
-def _parse_numbers(text):
-    numbers = {}
+def _parse_keys(text):
+    keys = {}
+    for key, paliers in _pairs("keys", "key = paliers", text):
+        if key in keys:
+            raise ValueError(f"keys: key {key!r} given twice")
+        if not re.fullmatch(r"\S+", key):
+            raise ValueError(f"keys: bad key {key!r}")
+        listed = paliers.split()
+        if len(set(listed)) != len(listed):
+            raise ValueError(f"keys: a palier is listed twice for key {key!r}")
+        keys[key] = listed
+    return keys
+
+
+def _pairs(setting, form, text):
+    """The ``name = value`` pairs of ``text``, one a line or separated by ``;``."""
+    pairs = []
     for item in re.split(r"[;\n]", text):
         if not item.strip():
             continue
-        palier, equals, answer = (part.strip() for part in item.partition("="))
-        if not equals or not palier or not answer:
-            raise ValueError(f"numbers: expected 'palier = text', got {item.strip()!r}")
+        name, equals, value = (part.strip() for part in item.partition("="))
+        if not equals or not name or not value:
+            raise ValueError(f"{setting}: expected '{form}', got {item.strip()!r}")
+        pairs.append((name, value))
+    if not pairs:
+        raise ValueError(f"{setting}: no '{form}' pair")
+    return pairs
+
+
+def _parse_numbers(text):
+    numbers = {}
+    for palier, answer in _pairs("numbers", "palier = text", text):
         if palier in numbers:
             raise ValueError(f"numbers: palier {palier!r} given twice")
         numbers[palier] = answer

@@ -5,7 +5,18 @@ import pytest
 from redis_server import RedisServer, find_binary
 from servers import serve
 
-from alloconv_gate.sandbox import Sandbox
+from alloconv_gate.sandbox import DEFAULT_NUMBERS, Sandbox
+
+# The session sandbox's account has several APIs, as a site selling several prices has:
+# "sandbox-key" accepts every palier (the tests of one gate use it), and each other key
+# accepts only the paliers in its name, for tests of gates sold at different prices.
+SANDBOX_KEYS = {
+    "sandbox-key": tuple(DEFAULT_NUMBERS),
+    "key-fra1": ("fra1",),
+    "key-fra2": ("fra2",),
+    "key-fra2-bel1": ("fra2", "bel1"),
+    "key-bel1": ("bel1",),
+}
 
 
 @dataclass(frozen=True)
@@ -16,8 +27,11 @@ class SandboxServer:
 
 @pytest.fixture(scope="session")
 def sandbox_server():
-    """One sandbox over real HTTP for the whole run; ``url`` is the api_base to give a client."""
-    sandbox = Sandbox()
+    """One sandbox over real HTTP for the whole run; ``url`` is the api_base to give a client.
+
+    Its keys are :data:`SANDBOX_KEYS`.
+    """
+    sandbox = Sandbox(keys=SANDBOX_KEYS)
     with serve(sandbox) as server:
         yield SandboxServer(sandbox, server.url)
 

@@ -11,7 +11,7 @@ import pytest
 from paste.deploy import loadapp
 from webtest import TestApp
 
-from alloconv_gate.cli import main
+from alloconv_gate.cli import main, mask_key
 
 SECRET = "cli-tests-secret-that-is-long-enough-0123456789"
 
@@ -72,7 +72,9 @@ class TestCheck:
         status, out, _ = run(capsys, "check", ini)
         assert status == 0
         assert "ok   number: fra1: 08 99 23 45 67" in out
-        assert "ok   api_key: accepted by AlloConv" in out
+        assert "ok   api_key (san****): accepted by AlloConv" in out
+        assert "info api_key (san****): sold for fra1." in out
+        assert "sandbox-key" not in out
         assert "ok   store: sqlite:///" in out
         assert out.strip().endswith("all good")
         assert sandbox.calls["api-micropaiement"] == 1  # and no code was spent
@@ -81,7 +83,7 @@ class TestCheck:
         ini = write_ini(tmp_path, sandbox_url, api_key="wrong-key")
         status, out, _ = run(capsys, "check", ini)
         assert status == 1
-        assert "FAIL api_key: refused by AlloConv (ERR99)" in out
+        assert "FAIL api_key (wro****): refused by AlloConv (ERR99)" in out
         assert "wrong-key" not in out
 
     def test_a_bad_option_is_named(self, capsys, tmp_path, sandbox_url):
@@ -95,7 +97,7 @@ class TestCheck:
         status, out, _ = run(capsys, "check", write_ini(tmp_path, sandbox_url))
         assert status == 1
         assert "FAIL number" in out
-        assert "FAIL api_key: could not be checked" in out
+        assert "FAIL api_key (san****): could not be checked" in out
 
     def test_a_store_that_cannot_be_opened(self, capsys, tmp_path, sandbox_url):
         (tmp_path / "adir").mkdir()
@@ -104,11 +106,15 @@ class TestCheck:
         assert status == 1
         assert "FAIL store" in out
 
-    def test_every_gate_is_checked_or_the_one_named(self, capsys, tmp_path, sandbox_url):
+    def test_every_gate_is_checked_or_the_one_named(self, capsys, tmp_path, sandbox, sandbox_url):
         ini = write_ini(tmp_path, sandbox_url, second_gate=True)
         status, out, _ = run(capsys, "check", ini)
         assert status == 0
         assert "[filter:premium]" in out and "[filter:videos]" in out
+        # Both sections sell fra1 with one key: it is asked about once, and no risk is shown.
+        assert sandbox.calls["api-micropaiement"] == 1
+        assert "ok   api_key (san****): accepted by AlloConv (checked above)" in out
+        assert "[across filters]" not in out
         status, out, _ = run(capsys, "check", ini, "--filter", "videos")
         assert "[filter:premium]" not in out
 
@@ -270,6 +276,7 @@ class TestNamedGatesInOneSection:
         extra = (
             "gates = premium videos\npremium.prefixes = /premium\n"
             "videos.prefixes = /videos\nvideos.palier = fra2\nvideos.price_notice = 1 €\n"
+            "premium.api_key = key-fra1\nvideos.api_key = key-fra2\n"
         )
         path = write_ini(tmp_path, sandbox_url, extra=extra)
         Path(path).write_text(Path(path).read_text().replace("prefixes = /premium\n", "", 1))
@@ -280,6 +287,23 @@ class TestNamedGatesInOneSection:
         assert status == 0
         assert "gate premium: palier fra1" in out and "gate videos: palier fra2" in out
         assert "fra2: 08 99 23 45 68" in out
+
+    def test_check_shows_each_gates_key_masked_and_asks_about_each_once(self, capsys, ini, sandbox):
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 0
+        assert "gate premium: palier fra1, prefixes /premium, api_key 1 (ke****)" in out
+        assert "gate videos: palier fra2, prefixes /videos, api_key 2 (ke****)" in out
+        assert "ok   api_key 1 (ke****): accepted by AlloConv" in out
+        assert "ok   api_key 2 (ke****): accepted by AlloConv" in out
+        assert sandbox.calls["api-micropaiement"] == 2  # one empty code per key
+        assert "info api_key 1 (ke****): sold for fra1 (gate premium)." in out
+        assert "info api_key 2 (ke****): sold for fra2 (gate videos)." in out
+        assert "AlloConv cannot be asked which paliers a key accepts" in out
+        assert '"mes APIs"' in out
+        assert "make sure this key's API accepts fra2 only" in out
+        assert "WARN" not in out and out.strip().endswith("all good")
+        for key in ("key-fra1", "key-fra2", "sandbox-key"):
+            assert key not in out
 
     def test_grant_for_a_named_gate_and_the_journal_of_the_section(self, capsys, ini):
         site = TestApp(loadapp(f"config:{ini}"))
@@ -292,3 +316,176 @@ class TestNamedGatesInOneSection:
         site.get("/premium/x", status=402)
         _, out, _ = run(capsys, "journal", ini, "--format", "json")
         assert [r["outcome"] for r in json.loads(out)] == ["granted", "granted"]
+
+
+class TestKeys:
+    """What ``check`` says about API keys: masked, each asked about once, and the risk of
+    gates that sell different paliers with one key."""
+
+    @pytest.mark.parametrize(
+        ("key", "masked"),
+        [
+            ("0123456789abcdef0123456789abcdef", "0123****"),
+            ("sandbox-key", "san****"),
+            ("key-fra1", "ke****"),
+            ("abc", "a****"),
+            ("ab", "****"),
+            ("", "****"),
+        ],
+    )
+    def test_a_key_is_masked_to_at_most_4_characters_and_a_third(self, key, masked):
+        assert mask_key(key) == masked
+
+    def write(self, tmp_path, sandbox_url, *, filter_options, second=None):
+        text = textwrap.dedent(
+            f"""\
+            [pipeline:main]
+            pipeline = site {"other " if second else ""}demo
+
+            [filter:site]
+            use = egg:alloconv_gate
+            secret = {SECRET}
+            api_base = {sandbox_url}
+            store = memory
+            """
+        )
+        text += filter_options
+        if second:
+            text += textwrap.dedent(
+                f"""
+                [filter:other]
+                use = egg:alloconv_gate
+                secret = {SECRET}
+                api_base = {sandbox_url}
+                store = memory
+                """
+            )
+            text += second
+        text += "\n[app:demo]\nuse = egg:alloconv_gate#demo\n"
+        ini = tmp_path / "site.ini"
+        ini.write_text(text)
+        return str(ini)
+
+    CHEAP_AND_DEAR = (
+        "gates = cheap dear\n"
+        "cheap.palier = fra2\ncheap.price_notice = 1 €\ncheap.prefixes = /cheap\n"
+        "dear.palier = fra1\ndear.prefixes = /dear\n"
+    )
+
+    def test_a_refused_key_among_two_is_the_one_problem(self, capsys, tmp_path, sandbox_url):
+        options = self.CHEAP_AND_DEAR + "cheap.api_key = key-fra2\ndear.api_key = not-a-key\n"
+        status, out, _ = run(
+            capsys, "check", self.write(tmp_path, sandbox_url, filter_options=options)
+        )
+        assert status == 1
+        assert "ok   api_key 1 (ke****): accepted by AlloConv" in out
+        assert "FAIL api_key 2 (not****): refused by AlloConv (ERR99)" in out
+        assert out.strip().endswith("1 problem(s)")
+        assert "not-a-key" not in out and "key-fra2" not in out
+
+    def test_a_key_file_per_gate(self, capsys, tmp_path, sandbox_url):
+        (tmp_path / "cheap.key").write_text("key-fra2\n")
+        (tmp_path / "dear.key").write_text("key-fra1\n")
+        options = (
+            self.CHEAP_AND_DEAR
+            + "api_key = sandbox-key\ncheap.api_key_file = cheap.key\n"
+            + "dear.api_key_file = dear.key\n"
+        )
+        status, out, _ = run(
+            capsys, "check", self.write(tmp_path, sandbox_url, filter_options=options)
+        )
+        assert status == 0
+        assert "api_key 1 (ke****): accepted by AlloConv" in out
+        assert "api_key 2 (ke****): accepted by AlloConv" in out
+        assert "sandbox-key" not in out and "san****" not in out  # no gate uses it
+
+    def test_one_key_for_two_prices_is_refused_naming_api_key(
+        self, capsys, tmp_path, sandbox, sandbox_url
+    ):
+        options = self.CHEAP_AND_DEAR + "api_key = sandbox-key\n"
+        status, out, _ = run(
+            capsys, "check", self.write(tmp_path, sandbox_url, filter_options=options)
+        )
+        assert status == 1
+        assert "FAIL options: alloconv_gate: option 'api_key'" in out
+        assert "a code of fra2 would open 'dear'" in out
+        assert "sandbox-key" not in out
+        assert sandbox.calls["api-micropaiement"] == 0
+
+    def test_shared_key_shows_the_risk_without_failing(self, capsys, tmp_path, sandbox_url):
+        options = self.CHEAP_AND_DEAR + "api_key = sandbox-key\nshared_key = true\n"
+        status, out, _ = run(
+            capsys, "check", self.write(tmp_path, sandbox_url, filter_options=options)
+        )
+        assert status == 0
+        [warning] = [line for line in out.splitlines() if line.startswith("  WARN")]
+        assert warning.startswith("  WARN api_key (san****): shared_key = true:")
+        assert "a code of fra1 opens gate cheap" in warning
+        assert "a code of fra2 opens gate dear" in warning
+        assert "own AlloConv API and key" in warning
+        assert (
+            "info api_key (san****): sold for fra2 fra1 (gate cheap: fra2; gate dear: fra1)" in out
+        )
+        assert out.strip().endswith(
+            "no problem; 1 warning(s) (risks the configuration accepts, see WARN)"
+        )
+        assert "sandbox-key" not in out
+
+    def test_shared_key_with_one_price_shows_no_risk(self, capsys, tmp_path, sandbox_url):
+        options = (
+            "gates = a b\npalier = fra1\na.prefixes = /a\nb.prefixes = /b\n"
+            "api_key = sandbox-key\nshared_key = true\n"
+        )
+        status, out, _ = run(
+            capsys, "check", self.write(tmp_path, sandbox_url, filter_options=options)
+        )
+        assert status == 0
+        assert "WARN" not in out
+        assert "sold for fra1 (gate a: fra1; gate b: fra1)" in out
+
+    SECTION_FRA1 = "palier = fra1\nprefixes = /dear\napi_key = sandbox-key\n"
+    SECTION_FRA2 = "palier = fra2\nprice_notice = 1 €\nprefixes = /cheap\napi_key = sandbox-key\n"
+
+    def test_one_key_for_two_prices_in_two_sections_is_a_problem(
+        self, capsys, tmp_path, sandbox, sandbox_url
+    ):
+        ini = self.write(
+            tmp_path, sandbox_url, filter_options=self.SECTION_FRA1, second=self.SECTION_FRA2
+        )
+        TestApp(loadapp(f"config:{ini}"))  # each section is its own Gate: the site starts
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 1
+        assert sandbox.calls["api-micropaiement"] == 1
+        across = out.split("[across filters]\n")[1]
+        assert across.startswith(
+            "  FAIL api_key (san****): [filter:site] (fra1), [filter:other] (fra2) check codes "
+            "with the same key"
+        )
+        assert "a code of fra2 opens [filter:site]; a code of fra1 opens [filter:other]" in across
+        # Checking one section still compares it with the others.
+        status, out, _ = run(capsys, "check", ini, "--filter", "other")
+        assert status == 1
+        assert "[filter:site]" not in out.split("[across filters]")[0]
+        assert "FAIL api_key (san****): [filter:site] (fra1)" in out
+        assert "sandbox-key" not in out
+
+    def test_two_sections_that_both_accept_the_risk(self, capsys, tmp_path, sandbox_url):
+        ini = self.write(
+            tmp_path,
+            sandbox_url,
+            filter_options=self.SECTION_FRA1 + "shared_key = true\n",
+            second=self.SECTION_FRA2 + "shared_key = true\n",
+        )
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 0
+        assert "  WARN api_key (san****): [filter:site] (fra1), [filter:other] (fra2)" in out
+        assert "Every section says shared_key = true" in out
+        ini = self.write(
+            tmp_path,
+            sandbox_url,
+            filter_options=self.SECTION_FRA1 + "shared_key = true\n",
+            second=self.SECTION_FRA2,
+        )
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 1
+        assert "  FAIL api_key (san****): [filter:site] (fra1), [filter:other] (fra2)" in out

@@ -31,9 +31,13 @@ def make_gate(sandbox_url):
     return make
 
 
+# Gates sold at different prices check codes with different keys (an AlloConv API each,
+# accepting its own paliers: see tests/conftest.py), or start-up refuses them.
 TWO_GATES = {
     "gates": "premium videos",
     "palier": "fra1",
+    "premium.api_key": "key-fra1",
+    "videos.api_key": "key-fra2",
     "premium.prefixes": "/premium",
     "videos.prefixes": "/videos",
     "videos.palier": "fra2",
@@ -49,6 +53,7 @@ class TestConfiguration:
         assert (videos.name, videos.paliers, videos.duration) == ("videos", ("fra2",), 3600)
         assert videos.price_notice == "1,50 € par code"
         assert premium.scope != videos.scope
+        assert (premium.api_key, videos.api_key) == ("key-fra1", "key-fra2")
 
     def test_without_gates_one_gate_named_default_keeps_its_scope(self):
         [gate] = parse_gates({**BASE, "palier": "fra1", "prefixes": "/premium"})
@@ -58,7 +63,9 @@ class TestConfiguration:
         ("extra", "option"),
         [
             pytest.param({"music.prefixes": "/music"}, "music.prefixes", id="undeclared-gate"),
-            pytest.param({"premium.api_key": "x"}, "premium.api_key", id="not-per-gate"),
+            pytest.param({"premium.shared_key": "true"}, "premium.shared_key", id="not-per-gate"),
+            pytest.param({"premium.secret": SECRET}, "premium.secret", id="secret-not-per-gate"),
+            pytest.param({"premium.api_key": "a b"}, "premium.api_key", id="bad-gate-key"),
             pytest.param({"premium.duration": "forever"}, "premium.duration", id="bad-value"),
             pytest.param({"videos.prefixes": "/premium"}, "videos.prefixes", id="same-prefix"),
             pytest.param({"gates": "premium Videos"}, "gates", id="bad-name"),
@@ -93,7 +100,9 @@ class TestSeveralGates:
             palier="fra1",
             **{
                 "site.prefixes": "/videos",
+                "site.api_key": "key-fra1",
                 "hd.prefixes": "/videos/hd",
+                "hd.api_key": "key-fra2",
                 "hd.palier": "fra2",
                 "hd.price_notice": "2 €",
             },

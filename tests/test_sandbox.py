@@ -111,6 +111,108 @@ class TestCheck:
             assert check(server.url, sandbox.issue_code(), key="site-42").text == "OK"
 
 
+@pytest.fixture(scope="module")
+def account():
+    """An account with two APIs: the cheap one's key accepts fra2 and bel1, the dear one's
+    fra1, as a site selling two prices has."""
+    sandbox = Sandbox(keys={"key-cheap": ["fra2", "bel1"], "key-dear": ["fra1"]}, codes_shown=1)
+    with serve(sandbox, threads=4) as server:
+        yield sandbox, server.url
+
+
+class TestSeveralKeys:
+    def test_each_key_accepts_its_own_paliers(self, account):
+        sandbox, url = account
+        assert check(url, sandbox.issue_code("fra1"), key="key-dear").text == "OK"
+        assert check(url, sandbox.issue_code("fra2"), key="key-cheap").text == "OK"
+        assert check(url, sandbox.issue_code("bel1"), key="key-cheap").text == "OK"
+
+    def test_a_code_of_a_palier_its_key_does_not_accept_is_err4_and_stays_unused(self, account):
+        sandbox, url = account
+        cheap = sandbox.issue_code("fra2")
+        assert check(url, cheap, key="key-dear").text == "ERR4"
+        assert not sandbox.is_used(cheap)
+        assert check(url, cheap, key="key-cheap").text == "OK"
+        assert check(url, cheap, key="key-dear").text == "ERR3"  # used: ERR3 wins
+        dear = sandbox.issue_code("fra1")
+        assert check(url, dear, key="key-cheap").text == "ERR4"
+        assert check(url, dear, key="key-dear").text == "OK"
+
+    @pytest.mark.parametrize("key", ["sandbox-key", "key-chea", "", None])
+    def test_any_other_key_is_err99(self, account, key):
+        sandbox, url = account
+        code = sandbox.issue_code("fra2")
+        assert check(url, code, key=key).text == "ERR99"
+        assert check(url, "", key=key).text == "ERR99"
+        assert not sandbox.is_used(code)
+
+    def test_an_empty_code_is_err1_with_every_key(self, account):
+        _, url = account
+        assert {check(url, "", key=k).text for k in ("key-cheap", "key-dear")} == {"ERR1"}
+
+    def test_the_page_says_which_key_accepts_which_palier(self, account):
+        _, url = account
+        page = requests.get(url, timeout=TIMEOUT).text
+        sections = dict(re.findall(r"<h2>(\w+)</h2>(.*?)</section>", page, re.S))
+        assert "Accepted with key <code>key-dear</code>." in sections["fra1"]
+        assert "With key <code>key-cheap</code>, its codes answer ERR4" in sections["fra1"]
+        assert "Accepted with key <code>key-cheap</code>." in sections["fra2"]
+        assert "With key <code>key-dear</code>, its codes answer ERR4" in sections["bel1"]
+        assert "No key of this site accepts this palier" in sections["che1"]
+
+    def test_keys_are_shown_escaped(self):
+        sandbox = Sandbox(keys={"<k>&": ["fra1"]}, codes_shown=0)
+        with serve(sandbox, threads=2) as server:
+            page = requests.get(server.url, timeout=TIMEOUT).text
+        assert "<code>&lt;k&gt;&amp;</code>" in page
+        assert "<k>" not in page
+
+    def test_api_key_and_accepted_paliers_describe_one_key(self):
+        sandbox = Sandbox(api_key="k", accepted_paliers=["fra1"])
+        assert sandbox.keys == {"k": {"fra1"}}
+        assert (sandbox.api_key, sandbox.accepted_paliers) == ("k", {"fra1"})
+        assert Sandbox().keys == {"sandbox-key": set(DEFAULT_NUMBERS)}
+        several = Sandbox(keys={"a": ["fra1"], "b": ["fra2"]})
+        assert (several.api_key, several.accepted_paliers) == ("a", {"fra1"})
+
+    @pytest.mark.parametrize(
+        ("options", "named"),
+        [
+            ({"keys": {"k": ["fra1"]}, "api_key": "other"}, "keys"),
+            ({"keys": {"k": ["fra1"]}, "accepted_paliers": ["fra1"]}, "keys"),
+            ({"keys": {}}, "keys"),
+            ({"keys": ["k"]}, "keys"),
+            ({"keys": {"": ["fra1"]}}, "keys"),
+            ({"keys": {"a key": ["fra1"]}}, "keys"),
+            ({"keys": {1: ["fra1"]}}, "keys"),
+            ({"keys": {"k": "fra1"}}, "keys"),
+            ({"keys": {"k": []}}, "keys"),
+            ({"keys": {"k": ["fra9"]}}, "keys"),
+            ({"api_key": ""}, "api_key"),
+            ({"api_key": 42}, "api_key"),
+            ({"accepted_paliers": ["fra9"]}, "accepted_paliers"),
+        ],
+        ids=[
+            "keys-and-api_key",
+            "keys-and-accepted_paliers",
+            "no-key",
+            "not-a-mapping",
+            "empty-key",
+            "key-with-space",
+            "key-not-a-string",
+            "paliers-a-string",
+            "no-palier",
+            "palier-not-in-numbers",
+            "empty-api_key",
+            "api_key-not-a-string",
+            "accepted-not-in-numbers",
+        ],
+    )
+    def test_bad_keys_are_refused_by_name(self, options, named):
+        with pytest.raises(ValueError, match=f"^{named}:"):
+            Sandbox(**options)
+
+
 class TestIssueCode:
     def test_codes_are_eight_uppercase_letters_or_digits(self, sandbox):
         codes = {sandbox.issue_code(palier) for palier in DEFAULT_NUMBERS for _ in range(20)}
@@ -302,6 +404,16 @@ codes_shown = 2
 """
 
 
+KEYS_INI = """\
+[app:main]
+use = egg:alloconv_gate#sandbox
+keys =
+    key-cheap = fra2 bel1
+    key-dear = fra1
+codes_shown = 1
+"""
+
+
 class TestMakeApp:
     def test_defaults(self):
         sandbox = make_app({})
@@ -311,6 +423,15 @@ class TestMakeApp:
             3,
         )
         assert sandbox.accepted_paliers == set(DEFAULT_NUMBERS)
+        assert sandbox.keys == {"sandbox-key": set(DEFAULT_NUMBERS)}
+
+    def test_keys_one_a_line_or_separated_by_semicolons(self):
+        sandbox = make_app({}, keys="key-cheap = fra2 bel1; key-dear = fra1\n  k3 = che1 ;")
+        assert sandbox.keys == {
+            "key-cheap": {"fra2", "bel1"},
+            "key-dear": {"fra1"},
+            "k3": {"che1"},
+        }
 
     def test_semicolon_separated_numbers(self):
         sandbox = make_app({}, numbers="fra1 = 08 99 23 45 67; fra2 = 08 99 23 45 68;")
@@ -329,10 +450,33 @@ class TestMakeApp:
             assert check(server.url, y1_codes[0], key="from-the-ini").text == "ERR4"
             assert check(server.url, x1_codes[1]).text == "ERR99"
 
+    def test_keys_in_an_ini_file_through_loadapp(self, tmp_path):
+        (tmp_path / "sandbox.ini").write_text(KEYS_INI)
+        sandbox = loadapp(f"config:{tmp_path / 'sandbox.ini'}")
+        with serve(sandbox, threads=2) as server:
+            page = requests.get(server.url, timeout=TIMEOUT).text
+            fra1, fra2, bel1 = CODE.findall(page)[:3]
+            assert check(server.url, fra2, key="key-dear").text == "ERR4"
+            assert check(server.url, fra1, key="key-dear").text == "OK"
+            assert check(server.url, fra2, key="key-cheap").text == "OK"
+            assert check(server.url, bel1, key="key-cheap").text == "OK"
+            assert check(server.url, sandbox.issue_code()).text == "ERR99"
+
     @pytest.mark.parametrize(
         ("settings", "named"),
         [
             ({"apikey": "k"}, "apikey"),
+            ({"key": "k = fra1"}, "key"),
+            ({"keys": "k fra1"}, "keys"),
+            ({"keys": "= fra1"}, "keys"),
+            ({"keys": "k ="}, "keys"),
+            ({"keys": "a key = fra1"}, "keys"),
+            ({"keys": "k = fra1; k = fra2"}, "keys"),
+            ({"keys": "k = fra1 fra1"}, "keys"),
+            ({"keys": "k = fra9"}, "keys"),
+            ({"keys": " ; "}, "keys"),
+            ({"keys": "k = fra1", "api_key": "other"}, "keys"),
+            ({"keys": "k = fra1", "accepted_paliers": "fra1"}, "keys"),
             ({"api_key": "  "}, "api_key"),
             ({"codes_shown": "three"}, "codes_shown"),
             ({"codes_shown": "-1"}, "codes_shown"),
@@ -346,6 +490,17 @@ class TestMakeApp:
         ],
         ids=[
             "unknown-setting",
+            "key-misspelt",
+            "keys-pair-without-equals",
+            "keys-pair-without-key",
+            "keys-pair-without-paliers",
+            "keys-key-with-space",
+            "keys-key-twice",
+            "keys-palier-twice",
+            "keys-palier-not-in-numbers",
+            "keys-no-pairs",
+            "keys-and-api_key",
+            "keys-and-accepted_paliers",
             "blank-key",
             "codes-not-int",
             "codes-negative",
