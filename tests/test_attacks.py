@@ -1,0 +1,494 @@
+"""No access without paying its price: the ways in that an attack review found, over HTTP.
+
+Each test plays an attack as the review did: the gate served by waitress in front of an
+app that serves any path it is given (as Flask's ``<path:...>`` routes and Django's
+``re_path`` without ``$`` do, ``..`` included), the sandbox as AlloConv over loopback, a
+real sqlite file (or Redis) as the store, and ``requests`` sessions as browsers, whose
+cookies are copied between them as an attacker would. Every one of these failed on the
+code before this file was written (see the commit that added it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import http.client
+import socket
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ClassVar
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+import requests
+from bs4 import BeautifulSoup
+from clock import FakeClock
+from servers import refused_url, serve
+
+from alloconv_gate import Gate
+from alloconv_gate.messages import catalogue
+
+SECRET = "attack-review-tests-secret-0123456789abcdef"
+NEW_SECRET = "a-brand-new-secret-after-rotation-0123456789"
+TIMEOUT = 10
+TEXT = catalogue("fr")
+NUMBER = "08 99 23 45 67"  # shown when api-numeros cannot be reached either
+
+
+def any_path(environ, start_response):
+    """An app that serves whatever path it is given, as written: ``..`` is not resolved."""
+    start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+    return [f"paid content at {environ['PATH_INFO']}".encode()]
+
+
+@dataclass
+class Site:
+    gate: Gate
+    url: str
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def store_url(tmp_path):
+    return f"sqlite:///{tmp_path}/alloconv.sqlite3"
+
+
+@pytest.fixture
+def start(sandbox_url, store_url, clock):
+    """Start a site (the gate in front of ``any_path``) under waitress; several sites
+    started in one test share the store, as a site restarted with a new configuration,
+    or the workers of one site, do."""
+    servers = []
+
+    def start(**options) -> Site:
+        settings = {
+            "api_key": "sandbox-key",
+            "secret": SECRET,
+            "palier": "fra1",
+            "prefixes": "/premium",
+            "api_base": sandbox_url,
+            "timeout": "2",
+            "store": store_url,
+            "rate_limit": "off",
+            **options,
+        }
+        gate = Gate(any_path, clock=clock, **settings)
+        server = serve(gate, threads=16)
+        servers.append(server)
+        return Site(gate, server.url)
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+class Browser:
+    """A ``requests`` session that reads the gate page's form and posts it, as a person's
+    browser does. Cookies are kept per host, so a browser keeps its cookies when the site
+    restarts (on another port of 127.0.0.1), and can hand them to another browser."""
+
+    opened: ClassVar[list[Browser]] = []
+
+    def __init__(self):
+        self.session = requests.Session()
+        self.session.trust_env = False
+        Browser.opened.append(self)
+
+    def get(self, url):
+        return self.session.get(url, timeout=TIMEOUT, allow_redirects=False)
+
+    def post(self, url, **kwargs):
+        return self.session.post(url, timeout=TIMEOUT, allow_redirects=False, **kwargs)
+
+    def type_codes(self, url, *codes):
+        """Open the gate page at ``url``, type ``codes`` in its fields and submit."""
+        page = self.get(url)
+        assert page.status_code == 402, page.text
+        form = BeautifulSoup(page.text, "html.parser").find("form")
+        names = [field["name"] for field in form.find_all("input")]
+        assert set(names) == {"code"}
+        data = [("code", code) for code in codes]
+        return self.post(urljoin(url, form["action"]), data=data)
+
+    def reads(self, url) -> bool:
+        """Whether the paid page at ``url`` is served (200), as opposed to the gate (402)."""
+        answer = self.get(url)
+        assert answer.status_code in (200, 402), answer.status_code
+        return answer.status_code == 200
+
+    def copy_cookies_to(self, other: Browser) -> None:
+        for cookie in self.session.cookies:
+            other.session.cookies.set_cookie(cookie)
+
+
+@pytest.fixture(autouse=True)
+def close_browsers():
+    yield
+    while Browser.opened:
+        Browser.opened.pop().session.close()
+
+
+def alert(page) -> str:
+    return BeautifulSoup(page.text, "html.parser").find(attrs={"role": "alert"}).get_text()
+
+
+class TestASetOfCodesIsPaidOnce:
+    """codes = N: one code pays for one access, once."""
+
+    def test_a_copied_progress_cookie_completes_one_access_not_three(self, start, sandbox):
+        site = start(codes="2")
+        page = f"{site.url}/premium/article"
+        first = Browser()
+        assert first.type_codes(page, sandbox.issue_code()).status_code == 402  # 1 of 2
+        others = [Browser(), Browser()]
+        for other in others:
+            first.copy_cookies_to(other)
+        answers = [other.type_codes(page, sandbox.issue_code()) for other in others]
+        # Three codes passed: one access (the set the copies shared), and the third code
+        # is not lost: it waits in the progress of the browser that typed it.
+        assert [answer.status_code for answer in answers] == [303, 402]
+        assert [other.reads(page) for other in others] == [True, False]
+        assert "1 code(s) sur 2" in alert(answers[1])
+
+    def test_shared_codes_count_in_one_completed_set(self, start, sandbox):
+        site = start(codes="3", max_devices="1")
+        page = f"{site.url}/premium/article"
+        shared = [sandbox.issue_code(), sandbox.issue_code()]
+        owner, stranger = Browser(), Browser()
+        assert owner.type_codes(page, *shared).status_code == 402  # 2 of 3
+        # A stranger types the two shared codes and one of their own: the shared codes
+        # move to the stranger's set, which they complete...
+        assert stranger.type_codes(page, *shared, sandbox.issue_code()).status_code == 303
+        # ...so they no longer count in the owner's set: four codes, one access.
+        answer = owner.type_codes(page, sandbox.issue_code())
+        assert answer.status_code == 402
+        assert "1 code(s) sur 3" in alert(answer)
+        assert not owner.reads(page)
+
+    def test_a_rotated_secret_counts_a_code_once(self, start, sandbox, clock):
+        before = start(codes="2")
+        browser = Browser()
+        code = sandbox.issue_code()
+        assert browser.type_codes(f"{before.url}/premium/a", code).status_code == 402
+        clock.advance(60)
+        after = start(codes="2", secret=f"{NEW_SECRET} {SECRET}")
+        # The same code typed again after the rotation is the same code: still 1 of 2.
+        answer = browser.type_codes(f"{after.url}/premium/a", code)
+        assert answer.status_code == 402
+        assert "1 code(s) sur 2" in alert(answer)
+        assert browser.type_codes(f"{after.url}/premium/a", sandbox.issue_code()).status_code == 303
+        assert browser.reads(f"{after.url}/premium/a")
+
+    @pytest.mark.parametrize("engine", ["sqlite", "redis"])
+    def test_two_browsers_racing_with_one_code_get_one_access(
+        self, start, sandbox, engine, store_url, request
+    ):
+        store = store_url if engine == "sqlite" else request.getfixturevalue("redis_url")
+        # Two workers of one site (two processes' worth of store connections).
+        workers = [start(codes="2", max_devices="1", store=store) for _ in range(2)]
+        for round_ in range(5):
+            shared = sandbox.issue_code()
+            page = f"/premium/race-{round_}"
+            assert Browser().type_codes(workers[0].url + page, shared).status_code == 402
+            racers = [Browser(), Browser()]
+            for racer, worker in zip(racers, workers, strict=True):
+                assert racer.type_codes(worker.url + page, sandbox.issue_code()).status_code == 402
+            barrier = threading.Barrier(2)
+
+            def race(racer, worker, page=page, shared=shared, barrier=barrier):
+                form = racer.get(worker.url + page)
+                barrier.wait()
+                return racer.post(form.url, data={"code": shared}).status_code
+
+            with ThreadPoolExecutor(2) as pool:
+                statuses = sorted(pool.map(race, racers, workers))
+            assert statuses == [303, 402], round_
+
+
+class TestLostAnswers:
+    """ERR3 cannot tell a used code from a made-up one: recovery is kept to real losses."""
+
+    def made_up(self, count):
+        return [f"MADEUP{n:04d}" for n in range(count)]
+
+    def test_made_up_codes_sent_while_alloconv_hangs_open_at_most_the_budget(self, start, sandbox):
+        site = start(timeout="1", max_pending="20")
+        page = f"{site.url}/premium/article"
+        browser = Browser()
+        form = browser.get(page)
+        sandbox.set_fault("hang", script="api-micropaiement")
+        with ThreadPoolExecutor(10) as pool:
+            statuses = list(
+                pool.map(lambda c: browser.post(form.url, data={"code": c}), self.made_up(10))
+            )
+        sandbox.clear_fault()
+        assert [s.status_code for s in statuses] == [503] * 10
+        # Cookies set by concurrent answers overwrite each other; the browser keeps one.
+        lost = [answer.cookies.get("alloconv_access_lost") for answer in statuses]
+        assert all(lost)
+        # Typed again later, AlloConv says ERR3 for each: at most `recoveries` (3/hour).
+        again = []
+        for code, answer in zip(self.made_up(10), statuses, strict=True):
+            # each with its own note of the loss (one browser could gather 8 of them)
+            retry = Browser()
+            retry.session.cookies.set(
+                "alloconv_access_lost", answer.cookies["alloconv_access_lost"]
+            )
+            again.append(retry.post(form.url, data={"code": code}).status_code)
+        assert again.count(303) == 3
+        assert again.count(503) == 10 - again.count(303)
+
+    def test_a_code_whose_answer_was_lost_is_not_recovered_in_another_browser(self, start, sandbox):
+        site = start()
+        page = f"{site.url}/premium/article"
+        code = sandbox.issue_code()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        assert Browser().type_codes(page, code).status_code == 503  # consumed, answer lost
+        sandbox.clear_fault()
+        elsewhere = Browser()
+        answer = elsewhere.type_codes(page, code)
+        assert answer.status_code == 503  # the reference, for support; no access
+        assert "référence" in alert(answer)
+        assert not elsewhere.reads(page)
+
+    def test_recoveries_off_sends_every_lost_answer_to_support(self, start, sandbox):
+        site = start(recoveries="off")
+        page = f"{site.url}/premium/article"
+        code = sandbox.issue_code()
+        browser = Browser()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        assert browser.type_codes(page, code).status_code == 503
+        sandbox.clear_fault()
+        assert browser.type_codes(page, code).status_code == 503
+        assert not browser.reads(page)
+
+    def test_a_real_lost_answer_is_recovered_in_the_same_browser(self, start, sandbox):
+        site = start()
+        page = f"{site.url}/premium/article"
+        code = sandbox.issue_code()
+        browser = Browser()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        assert browser.type_codes(page, code).status_code == 503
+        sandbox.clear_fault()
+        assert browser.type_codes(page, code).status_code == 303
+        assert browser.reads(page)
+
+    def test_an_untrusted_certificate_never_sent_the_code(self, start, sandbox, tmp_path):
+        with untrusted_https(tmp_path) as url:
+            broken = start(api_base=url, number=NUMBER)
+            browser = Browser()
+            answer = browser.type_codes(f"{broken.url}/premium/a", "MADEUP0001")
+        assert answer.status_code == 503
+        assert TEXT["error_unavailable"] in alert(answer)
+        [record] = broken.gate.store.journal()
+        assert record.outcome == "unavailable"
+        # The same made-up code once AlloConv is reachable again: ERR3, refused.
+        fixed = start()
+        assert browser.type_codes(f"{fixed.url}/premium/a", "MADEUP0001").status_code == 402
+        assert not browser.reads(f"{fixed.url}/premium/a")
+
+    def test_a_refused_proxy_never_sent_the_code(self, start, sandbox, sandbox_url):
+        through_proxy = requests.Session()
+        through_proxy.trust_env = False
+        through_proxy.proxies = {"http": refused_url(), "https": refused_url()}
+        site = start(session=through_proxy, number=NUMBER)
+        browser = Browser()
+        answer = browser.type_codes(f"{site.url}/premium/a", "MADEUP0002")
+        assert answer.status_code == 503
+        assert TEXT["error_unavailable"] in alert(answer)
+        assert site.gate.store.journal()[0].outcome == "unavailable"
+        fixed = start()
+        assert browser.type_codes(f"{fixed.url}/premium/a", "MADEUP0002").status_code == 402
+
+
+@contextlib.contextmanager
+def untrusted_https(folder):
+    """An https server on loopback whose self-signed certificate no client trusts: the
+    TLS handshake fails, so no request is ever read."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+    requests_read = []
+
+    def serve_forever():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    with context.wrap_socket(conn, server_side=True) as tls:
+                        requests_read.append(tls.recv(4096))
+                except (ssl.SSLError, OSError):
+                    pass
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert requests_read == []  # the handshake never completed: nothing was sent
+
+
+class TestDotSegmentsAcrossGates:
+    """A path that is under one gate as written and another once resolved needs both."""
+
+    CHEAP_AND_DEAR: ClassVar = {
+        "gates": "cheap dear",
+        "cheap.prefixes": "/cheap",
+        "dear.prefixes": "/dear",
+    }
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            pytest.param("/dear/article/%2e%2e/%2e%2e/cheap/x", id="percent-encoded"),
+            pytest.param("/dear/article/../../cheap/x", id="plain"),
+            pytest.param("/cheap/..//dear/article", id="the-other-way"),
+        ],
+    )
+    def test_a_cheap_cookie_does_not_open_the_dear_article(self, start, sandbox, path):
+        site = start(**self.CHEAP_AND_DEAR)
+        browser = Browser()
+        assert browser.type_codes(f"{site.url}/cheap/x", sandbox.issue_code()).status_code == 303
+        assert browser.reads(f"{site.url}/cheap/x")
+        answer = raw_get(site.url, path, browser)
+        assert answer.status == 402
+        assert b"paid content" not in answer.body
+
+    def test_with_both_accesses_the_path_is_served(self, start, sandbox):
+        site = start(**self.CHEAP_AND_DEAR)
+        browser = Browser()
+        for gate in ("cheap", "dear"):
+            answer = browser.type_codes(f"{site.url}/{gate}/x", sandbox.issue_code())
+            assert answer.status_code == 303
+        answer = raw_get(site.url, "/dear/article/../../cheap/x", browser)
+        assert answer.status == 200
+
+    def test_nested_prefixes(self, start, sandbox):
+        site = start(gates="sd hd", **{"sd.prefixes": "/videos", "hd.prefixes": "/videos/hd"})
+        browser = Browser()
+        assert browser.type_codes(f"{site.url}/videos/1", sandbox.issue_code()).status_code == 303
+        assert raw_get(site.url, "/videos/hd/film/%2e%2e/%2e%2e/1", browser).status == 402
+        assert raw_get(site.url, "/videos/1", browser).status == 200
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    body: bytes
+
+
+def raw_get(base_url, path, browser) -> RawAnswer:
+    """GET ``path`` exactly as written (``requests`` would resolve ``..``), with the
+    browser's cookies."""
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+    try:
+        cookie = "; ".join(f"{c.name}={c.value}" for c in browser.session.cookies)
+        connection.request("GET", path, headers={"Cookie": cookie})
+        answer = connection.getresponse()
+        return RawAnswer(answer.status, answer.read())
+    finally:
+        connection.close()
+
+
+class TestJunkCookies:
+    """Cookies of our name set by a sibling subdomain, sent first, hide no good token."""
+
+    def test_a_paying_visitor_reads_through_a_pile_of_forged_tokens(self, start, sandbox):
+        site = start()
+        browser = Browser()
+        assert browser.type_codes(f"{site.url}/premium/a", sandbox.issue_code()).status_code == 303
+        good = browser.session.cookies["alloconv_access"]
+        forger = start(secret="a-sibling-subdomain-secret-0123456789abcdef")
+        forged = forger.gate._parts["/premium"].tokens.issue()
+        junk = "; ".join(
+            f"alloconv_access={forged}{'~' + forged[::-1] * (i % 2)}" for i in range(20)
+        )
+        with requests.Session() as sibling_polluted:
+            answer = sibling_polluted.get(
+                f"{site.url}/premium/a",
+                headers={"Cookie": f"{junk}; alloconv_access={good}"},
+                timeout=TIMEOUT,
+                allow_redirects=False,
+            )
+        assert answer.status_code == 200
+
+
+class TestConfigurationEdits:
+    """Access already sold survives the edits a webmaster makes."""
+
+    def test_adding_a_prefix_keeps_the_cookies_and_codes_sold(self, start, sandbox):
+        before = start(prefixes="/premium")
+        browser, code = Browser(), sandbox.issue_code()
+        assert browser.type_codes(f"{before.url}/premium/a", code).status_code == 303
+        after = start(prefixes="/premium /videos")
+        assert browser.reads(f"{after.url}/premium/a")
+        assert not browser.reads(f"{after.url}/videos/a")  # not what it was sold for
+        other = Browser()
+        assert other.type_codes(f"{after.url}/premium/a", code).status_code == 303  # restore
+        assert other.reads(f"{after.url}/premium/a")
+
+    def test_naming_a_lone_gate_keeps_the_cookies_and_codes_sold(self, start, sandbox):
+        before = start(prefixes="/premium")
+        browser, code = Browser(), sandbox.issue_code()
+        assert browser.type_codes(f"{before.url}/premium/a", code).status_code == 303
+        after = start(
+            gates="premium videos",
+            **{"premium.prefixes": "/premium", "videos.prefixes": "/videos"},
+            prefixes=None,
+        )
+        assert browser.reads(f"{after.url}/premium/a")
+        assert not browser.reads(f"{after.url}/videos/a")
+        other = Browser()
+        assert other.type_codes(f"{after.url}/premium/a", code).status_code == 303
+        assert other.type_codes(f"{after.url}/videos/a", sandbox.issue_code()).status_code == 303
+
+    def test_two_unnamed_filters_sharing_a_secret_never_open_each_other(self, start, sandbox):
+        premium = start(prefixes="/premium")
+        videos = start(prefixes="/videos")
+        browser, code = Browser(), sandbox.issue_code()
+        assert browser.type_codes(f"{premium.url}/premium/a", code).status_code == 303
+        assert not browser.reads(f"{videos.url}/videos/a")
+        # ...nor does the code bought for one restore the other.
+        assert browser.type_codes(f"{videos.url}/videos/a", code).status_code == 402
