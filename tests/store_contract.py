@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from alloconv_gate.store import PENDING, Attempt, Redemption, StoreError
+from alloconv_gate.store import PENDING, Attempt, Redemption, SetState, StoreError
 
 GATE = "default:/premium"
 OTHER_GATE = "archive:/archive"
@@ -171,6 +171,10 @@ class StoreContract:
         assert store.redemption(GATE, HASH) is None
         assert store.redemption(OTHER_GATE, OTHER_HASH) is None
 
+    def test_a_redemption_keeps_the_prefixes_it_was_sold_for(self, store):
+        store.redeem(GATE, HASH, 1000.0, 2000.0, ("/premium", "/caf\xc3\xa9"))
+        assert store.redemption(GATE, HASH).prefixes == ("/premium", "/caf\xc3\xa9")
+
     def test_redeem_again_keeps_the_first_access_and_its_devices(self, store):
         """A second OK for the same code (a lost answer recovered) must not extend or reset."""
         store.redeem(GATE, HASH, 1000.0, 2000.0)
@@ -260,3 +264,74 @@ class StoreContract:
         counts = [count for result in results for count in result]
         assert sorted(counts) == list(range(1, 401))
         assert store.hit("k", 60, 121.0) == 401
+
+    # Sets of codes (codes = N)
+
+    def add(self, store, code, set_id, passed_at=1000.0, needed=2, since=0.0, prefixes=("/p",)):
+        return store.add_to_set(GATE, code, set_id, prefixes, passed_at, needed=needed, since=since)
+
+    def test_a_set_is_open_until_it_holds_the_codes_it_needs(self, store):
+        assert self.add(store, HASH, "s1") == SetState("open", (HASH,))
+        assert store.set_codes(GATE, "s1", since=0.0) == (HASH,)
+        claim = store.claim(GATE, HASH)
+        assert (claim.set_id, claim.prefixes, claim.passed_at, claim.completed) == (
+            "s1",
+            ("/p",),
+            1000.0,
+            False,
+        )
+        assert self.add(store, OTHER_HASH, "s1", 1001.0) == SetState("complete", (HASH, OTHER_HASH))
+        assert store.claim(GATE, HASH).completed
+        assert store.set_codes(GATE, "s1", since=0.0) == ()
+
+    def test_a_code_typed_again_in_its_set_counts_once(self, store):
+        self.add(store, HASH, "s1")
+        assert self.add(store, HASH, "s1", 1005.0) == SetState("open", (HASH,))
+        assert store.claim(GATE, HASH).passed_at == 1000.0
+
+    def test_a_code_moves_and_no_longer_counts_where_it_was(self, store):
+        self.add(store, HASH, "owner", needed=3)
+        self.add(store, OTHER_HASH, "owner", 1001.0, needed=3)
+        assert self.add(store, HASH, "stranger", 2000.0, needed=3) == SetState("open", (HASH,))
+        assert store.set_codes(GATE, "owner", since=0.0) == (OTHER_HASH,)
+        claim = store.claim(GATE, HASH)
+        assert (claim.set_id, claim.passed_at) == ("stranger", 1000.0)  # when it passed
+
+    def test_a_complete_set_takes_no_more_codes(self, store):
+        self.add(store, HASH, "s1", needed=1)
+        assert self.add(store, OTHER_HASH, "s1", needed=1) == SetState("closed")
+        assert store.claim(GATE, OTHER_HASH) is None
+
+    def test_a_code_of_a_complete_set_moves_no_more(self, store):
+        self.add(store, HASH, "s1", needed=1)
+        assert self.add(store, HASH, "s2", needed=1) == SetState("used")
+        assert store.claim(GATE, HASH).set_id == "s1"
+
+    def test_codes_that_passed_too_long_ago_do_not_count(self, store):
+        self.add(store, HASH, "s1", 100.0)
+        assert self.add(store, OTHER_HASH, "s1", 5000.0, since=1000.0) == SetState(
+            "open", (OTHER_HASH,)
+        )
+        assert store.set_codes(GATE, "s1", since=1000.0) == (OTHER_HASH,)
+
+    def test_sets_of_two_gates_are_apart(self, store):
+        self.add(store, HASH, "s1")
+        assert store.claim(OTHER_GATE, HASH) is None
+        assert store.set_codes(OTHER_GATE, "s1", since=0.0) == ()
+
+    def test_threads_completing_sets_with_one_code_complete_one(self, store):
+        """Each thread's set holds one code of its own; all add the same shared code."""
+        sets = [f"s{n}" for n in range(THREADS)]
+        for n, set_id in enumerate(sets):
+            self.add(store, f"{n:064x}", set_id)
+        self.add(store, HASH, "first-owner")
+        queue = list(sets)
+        lock = threading.Lock()
+
+        def complete():
+            with lock:
+                set_id = queue.pop()
+            return self.add(store, HASH, set_id, 3000.0).status
+
+        statuses = together(THREADS, complete)
+        assert sorted(statuses) == ["complete"] + ["used"] * (THREADS - 1)

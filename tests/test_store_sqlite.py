@@ -18,7 +18,7 @@ import pytest
 import sqlite_workers
 from store_contract import GATE, HASH, StoreContract, attempt
 
-from alloconv_gate.store import StoreError, open_store, resolve_store_url
+from alloconv_gate.store import Redemption, StoreError, open_store, resolve_store_url
 from alloconv_gate.store.sqlite_store import SCHEMA_VERSION, SqliteStore
 
 PROCESSES = 4
@@ -83,6 +83,31 @@ class TestOpening:
         finally:
             store.close()
         assert (tmp_path / "gate.sqlite3").is_file()
+
+    def test_a_file_of_the_first_schema_is_upgraded_and_keeps_its_redemptions(self, path):
+        """A site upgrading alloconv_gate keeps the access it sold."""
+        conn = sqlite3.connect(path)
+        conn.executescript(
+            """CREATE TABLE redemptions (gate TEXT NOT NULL, code_hash TEXT NOT NULL,
+                   granted_at REAL NOT NULL, ends_at REAL NOT NULL, devices INTEGER NOT NULL,
+                   PRIMARY KEY (gate, code_hash)) WITHOUT ROWID;
+               INSERT INTO redemptions VALUES ('default:/premium', 'aa', 1000.0, 2000.0, 2);
+               PRAGMA user_version = 1;"""
+        )
+        conn.close()
+        store = SqliteStore(path)
+        try:
+            assert store.redemption("default:/premium", "aa") == Redemption(
+                "default:/premium", "aa", 1000.0, 2000.0, 2, ()
+            )
+            store.redeem(GATE, HASH, 1000.0, 2000.0, ("/premium",))
+            assert store.redemption(GATE, HASH).prefixes == ("/premium",)
+            state = store.add_to_set(GATE, HASH, "s1", ("/p",), 1000.0, needed=2, since=0.0)
+            assert state.status == "open"
+        finally:
+            store.close()
+        (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
+        assert version == SCHEMA_VERSION
 
     def test_a_restart_finds_the_journal_and_redemptions(self, path):
         """Everything a paid visitor needs survives the workers restarting."""
