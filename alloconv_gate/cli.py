@@ -24,7 +24,14 @@ from datetime import datetime, timezone
 
 from .alloconv import AlloConv, NumberUnavailable
 from .codes import code_hash, reference
-from .config import MAX_DURATION, ConfigError, GateConfig, parse_duration, parse_gates
+from .config import (
+    MAX_DURATION,
+    ConfigError,
+    GateConfig,
+    palier_risks,
+    parse_duration,
+    parse_gates,
+)
 from .store import OUTCOMES, Attempt, StoreError, open_store, sqlite_path
 from .store.redis_store import redacted
 from .tokens import GRANT_LINK_LIFETIME, GRANT_PARAM, GrantLinks
@@ -329,14 +336,10 @@ def _gate_label(gate: GateConfig, section: str | None = None) -> str:
 
 
 def _risks(gates: list[GateConfig], sections: list[str] | None = None) -> str:
-    """``a code of fra2 opens gate premium; ...`` for gates sharing one key, or ``""``."""
-    risks = []
-    for i, gate in enumerate(gates):
-        others = {p for other in gates for p in other.paliers} - set(gate.paliers)
-        if others:
-            where = _gate_name(gate, None if sections is None else sections[i])
-            risks.append(f"a code of {' '.join(sorted(others))} opens {where}")
-    return "; ".join(risks)
+    """``a code of fra2 would open gate premium; ...`` for gates sharing one key, or ``""``."""
+    sections = sections or [None] * len(gates)
+    labels = [_gate_name(gate, section) for gate, section in zip(gates, sections, strict=True)]
+    return palier_risks(gates, labels)
 
 
 def _check_keys_across_filters(path: str, checked: list[str], report: _Report) -> None:

@@ -179,7 +179,8 @@ def parse_gates(options: Mapping[str, Any], *, here: str | None = None) -> tuple
     opts = {key: value for key, value in options.items() if value is not None}
     names = _parse_gate_names(opts.pop("gates", None))
     shared, per_gate = _split_by_gate(opts, names)
-    gates = tuple(_parse_gate(name, shared, per_gate[name], here) for name in names)
+    named = names != ("default",)
+    gates = tuple(_parse_gate(name, shared, per_gate[name], here, named) for name in names)
     _check_keys(gates, names)
     claimed: dict[str, str] = {}
     for gate in gates:
@@ -202,24 +203,41 @@ def _check_keys(gates: tuple[GateConfig, ...], names: tuple[str, ...]) -> None:
     """
     if gates[0].shared_key:
         return
-    by_key: dict[str, GateConfig] = {}
+    for sharing in gates_by_key(gates).values():
+        risks = palier_risks(sharing, [repr(gate.name) for gate in sharing])
+        if risks:
+            raise ConfigError(
+                "api_key",
+                f"gates {', '.join(_gate_and_paliers(g) for g in sharing)} "
+                f"check codes with the same key, and AlloConv does not say which palier a "
+                f"code was bought for: {risks}. Give each price its own AlloConv API and key "
+                f"({_prefix(names, sharing[-1].name)}api_key_file = ...), or accept the risk "
+                f"with shared_key = true",
+            )
+
+
+def _gate_and_paliers(gate: GateConfig) -> str:
+    return f"{gate.name!r} ({' '.join(gate.paliers)})"
+
+
+def gates_by_key(gates) -> dict[str, list[GateConfig]]:
+    """The gates that check codes with each key."""
+    found: dict[str, list[GateConfig]] = {}
     for gate in gates:
-        other = by_key.setdefault(gate.api_key, gate)
-        if set(other.paliers) == set(gate.paliers):
-            continue
-        risks = "; ".join(
-            f"a code of {' '.join(sorted(set(a.paliers) - set(b.paliers)))} would open {b.name!r}"
-            for a, b in ((other, gate), (gate, other))
-            if set(a.paliers) - set(b.paliers)
-        )
-        raise ConfigError(
-            "api_key",
-            f"gates {other.name!r} ({' '.join(other.paliers)}) and {gate.name!r} "
-            f"({' '.join(gate.paliers)}) check codes with the same key, and AlloConv does not "
-            f"say which palier a code was bought for: {risks}. Give each price its own "
-            f"AlloConv API and key ({_prefix(names, gate.name)}api_key_file = ...), or accept "
-            f"the risk with shared_key = true",
-        )
+        found.setdefault(gate.api_key, []).append(gate)
+    return found
+
+
+def palier_risks(gates, labels) -> str:
+    """For gates that check codes with one key: which palier's code would open which gate
+    (``a code of fra2 would open 'dear'``), each gate named by its label; ``""`` when
+    they all sell the same paliers."""
+    sold = {palier for gate in gates for palier in gate.paliers}
+    return "; ".join(
+        f"a code of {' '.join(sorted(sold - set(gate.paliers)))} would open {label}"
+        for gate, label in zip(gates, labels, strict=True)
+        if sold - set(gate.paliers)
+    )
 
 
 def _prefix(names: tuple[str, ...], name: str) -> str:
@@ -250,7 +268,9 @@ def _split_by_gate(opts: dict[str, Any], names: tuple[str, ...]):
         if dot and head in per_gate and names != ("default",):
             option = rest.partition(".")[0]
             if option not in GATE_OPTIONS:
-                raise ConfigError(key, f"{option!r} cannot be set per gate")
+                close = difflib.get_close_matches(option, GATE_OPTIONS, n=1)
+                hint = f"; did you mean {head}.{close[0]}?" if close else ""
+                raise ConfigError(key, f"{option!r} cannot be set per gate{hint}")
             _check_palier_key(key, rest)
             per_gate[head][rest] = value
         elif dot and head in PALIER_OPTIONS:
@@ -271,13 +291,15 @@ def _check_palier_key(key: str, option: str) -> None:
         )
 
 
-def _parse_gate(name: str, shared: dict, own: dict, here: str) -> GateConfig:
+def _parse_gate(name: str, shared: dict, own: dict, here: str, named: bool) -> GateConfig:
     if any(option in own for option in _KEY_OPTIONS):
         shared = {k: v for k, v in shared.items() if k not in _KEY_OPTIONS}
     try:
         return _parse_one_gate(name, {**shared, **own}, here)
     except ConfigError as exc:
-        if exc.option in own:  # name the option as the ini spells it: premium.duration
+        per_gate = named and exc.option.partition(".")[0] in GATE_OPTIONS
+        if exc.option in own or (per_gate and exc.option not in shared):
+            # name the option as the ini spells it for this gate: premium.duration
             raise ConfigError(f"{name}.{exc.option}", str(exc).split(": ", 2)[-1]) from None
         raise
 

@@ -28,7 +28,7 @@ from webob.request import DisconnectionError
 
 from .alloconv import AlloConv
 from .caching import private_headers
-from .config import ConfigError, GateConfig, parse_gates
+from .config import ConfigError, GateConfig, gates_by_key, palier_risks, parse_gates
 from .crawlers import CrawlerCheck
 from .languages import choose_language, likely_first
 from .messages import catalogue
@@ -135,11 +135,10 @@ class Gate:
             key: AlloConv(site.api_base, key, timeout=site.timeout, session=session)
             for key in dict.fromkeys(config.api_key for config in configs)
         }
-        if site.shared_key and len(configs) > len(self._clients):
-            log.warning(
-                "shared_key = true: gates that share an AlloConv key accept each other's "
-                "codes, whatever palier they were bought for"
-            )
+        for sharing in gates_by_key(configs).values():
+            risks = palier_risks(sharing, [repr(gate.name) for gate in sharing])
+            if risks:  # shared_key = true, or start-up would have refused them
+                log.warning("shared_key = true: one AlloConv key for several prices: %s", risks)
         try:
             self.store = open_store(site.store)
         except StoreError as exc:

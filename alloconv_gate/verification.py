@@ -332,7 +332,9 @@ class Verifier:
             check.answer,
         )
         if check.answer.upper() == "ERR99":
-            log.error("AlloConv refused the API key (ERR99): check the 'api_key' option")
+            name = self.config.name
+            option = "'api_key'" if name == "default" else f"'{name}.api_key' (or the filter's)"
+            log.error("AlloConv refused the API key (ERR99): check the option %s", option)
         lost = verdict is Verdict.UNKNOWN
         self._complete(attempt, "unknown" if lost else "unavailable", check)
         # Only a refusal before the code reached AlloConv (unreachable, ERR99/1/2) is sure

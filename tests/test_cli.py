@@ -420,8 +420,8 @@ class TestKeys:
         assert status == 0
         [warning] = [line for line in out.splitlines() if line.startswith("  WARN")]
         assert warning.startswith("  WARN api_key (san****): shared_key = true:")
-        assert "a code of fra1 opens gate cheap" in warning
-        assert "a code of fra2 opens gate dear" in warning
+        assert "a code of fra1 would open gate cheap" in warning
+        assert "a code of fra2 would open gate dear" in warning
         assert "own AlloConv API and key" in warning
         assert (
             "info api_key (san****): sold for fra2 fra1 (gate cheap: fra2; gate dear: fra1)" in out
@@ -461,7 +461,10 @@ class TestKeys:
             "  FAIL api_key (san****): [filter:site] (fra1), [filter:other] (fra2) check codes "
             "with the same key"
         )
-        assert "a code of fra2 opens [filter:site]; a code of fra1 opens [filter:other]" in across
+        assert (
+            "a code of fra2 would open [filter:site]; a code of fra1 would open [filter:other]"
+            in across
+        )
         # Checking one section still compares it with the others.
         status, out, _ = run(capsys, "check", ini, "--filter", "other")
         assert status == 1

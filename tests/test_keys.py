@@ -180,7 +180,7 @@ class TestStartUp:
             gate(sandbox_url, api_key="sandbox-key", shared_key="true")
         [warning] = [r for r in caplog.records if "shared_key" in r.getMessage()]
         assert warning.levelno == logging.WARNING
-        assert "whatever palier" in warning.getMessage()
+        assert "a code of fra1 would open 'cheap'" in warning.getMessage()
         assert "sandbox-key" not in caplog.text
 
     def test_shared_key_is_a_filter_option_not_a_gates(self, sandbox_url):
