@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench load clean system-packages
+.PHONY: demo test lint bench bench-claims load clean system-packages
 
 $(VENV)/.installed: setup.py requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ test: lint system-packages $(AXE)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_gate.py
+
+bench-claims: $(VENV)/.installed
+	$(PY) benchmarks/bench_claims.py
 
 load: $(VENV)/.installed
 	$(PY) benchmarks/load.py
