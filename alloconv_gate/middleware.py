@@ -167,7 +167,7 @@ class Gate:
             gate = self._parts[prefix]
             found = gate.tokens.check_cookie(header, self.config.cookie_name, mount, prefix)
             if found is None and not self._crawler_reads(environ):
-                return self._gate(gate, environ, start_response)
+                return self._gate(gate, prefix, environ, start_response)
             if found is not None:
                 until = found if until is None else min(until, found)
         if until is not None:
@@ -191,12 +191,12 @@ class Gate:
         environ["alloconv_gate.crawler"] = crawler
         return True
 
-    def _gate(self, gate: GateParts, environ, start_response):
+    def _gate(self, gate: GateParts, prefix: str, environ, start_response):
         """No access: a code submitted, a support link used, or the gate page."""
         request = Request(environ)
         link = _grant_link(environ)
         if request.method == "POST" and request.content_type in (FORM_TYPE, JSON_TYPE):
-            response = self._submit(gate, request)
+            response = self._submit(gate, prefix, request)
         elif link and request.method in ("GET", "HEAD"):
             response = self._link_page(gate, request, link)
         else:
@@ -225,7 +225,7 @@ class Gate:
             cookie_values(environ.get("HTTP_COOKIE", ""), self.config.cookie_name)
         )
 
-    def _submit(self, gate: GateParts, request: Request) -> Response:
+    def _submit(self, gate: GateParts, prefix: str, request: Request) -> Response:
         """A code typed on the page (or sent as JSON): read safely, to the verifier."""
         if not _same_origin(request):
             log.warning("refused a code submission from origin %r", request.headers["Origin"])
@@ -251,6 +251,7 @@ class Gate:
         visit = Visit(
             client=_client(request),
             mount=request.script_name,
+            prefix=prefix,
             set_id=self._set_id(gate, request) if gate.config.codes > 1 else None,
             lost=self._lost.load(self._cookies(request, gate.lost_cookie), request.script_name),
         )

@@ -68,6 +68,7 @@ class Visit:
 
     client: str  # the client address
     mount: str = ""  # SCRIPT_NAME: where the site is mounted
+    prefix: str | None = None  # the prefix of the page the code was typed on
     set_id: str | None = None  # codes = N: the visitor's set (the progress cookie)
     lost: tuple[str, ...] = ()  # attempts whose answer this browser lost
 
@@ -271,7 +272,7 @@ class Verifier:
         """
         found = self._store.redemption(sub.site, sub.code_id)
         if found is not None:
-            return found if set(found.prefixes) & set(self.config.prefixes) else None
+            return found
         for hashed in sub.hashes:
             found = self._store.redemption(sub.attempt.gate, hashed)
             if found is not None:
@@ -284,6 +285,13 @@ class Verifier:
         if redemption.ends_at <= attempt.time:
             self._record_done(attempt, "invalid", "access already ended")
             return refuse(402, "error_access_ended", code=sub.code)
+        page = sub.visit.prefix
+        if (page if page is not None else self.config.prefixes[0]) not in redemption.prefixes:
+            # Another gate's code, or one sold before this page's prefix was added: a
+            # cookie for it would not open this page, so no device is spent on it.
+            sold = " ".join(p or "/" for p in redemption.prefixes)
+            self._record_done(attempt, "invalid", f"sold for {sold}, not this page")
+            return refuse(402, "error_wrong_palier", code=sub.code)
         if not self._store.add_device(
             redemption.gate, redemption.code_hash, self.config.max_devices
         ):

@@ -469,6 +469,18 @@ class TestConfigurationEdits:
         assert other.type_codes(f"{after.url}/premium/a", code).status_code == 303  # restore
         assert other.reads(f"{after.url}/premium/a")
 
+    def test_a_code_typed_on_a_page_it_was_not_sold_for_spends_no_device(self, start, sandbox):
+        before = start(prefixes="/premium", max_devices="2")
+        browser, code = Browser(), sandbox.issue_code()
+        assert browser.type_codes(f"{before.url}/premium/a", code).status_code == 303
+        after = start(prefixes="/premium /videos", max_devices="2")
+        for _ in range(3):  # the visitor tries again and again on the new prefix
+            answer = browser.type_codes(f"{after.url}/videos/a", code)
+            assert answer.status_code == 402
+            assert TEXT["error_wrong_palier"] in alert(answer)
+        other = Browser()  # the one device left is still there for a real restore
+        assert other.type_codes(f"{after.url}/premium/a", code).status_code == 303
+
     def test_naming_a_lone_gate_keeps_the_cookies_and_codes_sold(self, start, sandbox):
         before = start(prefixes="/premium")
         browser, code = Browser(), sandbox.issue_code()
