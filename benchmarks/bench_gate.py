@@ -113,12 +113,15 @@ def main() -> None:
     calls_before = sandbox.calls.copy()
 
     serializer = URLSafeTimedSerializer(SECRET, salt="benchmark")
-    same_size = serializer.dumps(int(time.time()) + 86400)
+    same_size = serializer.dumps([int(time.time()) + 86400, sorted(gate.config.prefixes)])
     assert len(same_size) == len(token), (same_size, token)
 
     # Tokens the gate has not seen yet: what a visitor's first request after payment
     # costs (the gate remembers tokens whose signature checked out).
-    fresh = AccessTokens([SECRET], gate.config.scope, gate.config.duration)
+    fresh = AccessTokens([SECRET], gate.config.prefixes, gate.config.duration)
+    # A hostile Cookie header: forged token-shaped values of our cookie's name (signed
+    # with another secret, never seen before), sent before the good one.
+    forger = AccessTokens([SECRET[::-1]], gate.config.prefixes, gate.config.duration)
     unseen = iter(range(10**9))
 
     def unseen_cookies():
@@ -130,12 +133,26 @@ def main() -> None:
             for _ in range(args.requests)
         ]
 
+    def hostile_cookies(size):
+        base = int(time.time()) + 3600
+        environs = []
+        for _ in range(hostile_n):
+            forged, length = [], 0
+            while length < size:
+                forged.append(f"alloconv_access={forger.issue(until=base + next(unseen))}")
+                length += len(forged[-1]) + 2
+            environs.append(environ_for("/premium/article", "; ".join([*forged, cookie_pair])))
+        return environs
+
+    hostile_n = 50
     cases = {
         "bare app": (bare_app, [environ_for("/free/article")]),
         "gate, outside the prefixes": (gate, [environ_for("/free/article")]),
         "gate, valid cookie": (gate, [environ_for("/premium/article", cookie_pair)]),
         "gate, valid cookie, first sight": (gate, None),
         "gate, the gate page (402)": (gate, [environ_for("/premium/article")]),
+        "gate, 8 KB of forged cookies": (gate, 8 * 1024),
+        "gate, 64 KB of forged cookies": (gate, 64 * 1024),
     }
     per_case: dict[str, list[float]] = {name: [] for name in cases}
     per_case["itsdangerous loads, same size"] = []
@@ -143,6 +160,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, (app, environs) in cases.items():
             n = page_n if "402" in name else args.requests
+            if isinstance(environs, int):
+                n, environs = hostile_n, hostile_cookies(environs)
             seconds, status = request_loop(app, environs or unseen_cookies(), n)
             expected = "402 Payment Required" if "402" in name else "200 OK"
             assert status == expected, (name, status)
@@ -174,6 +193,12 @@ def main() -> None:
     )
     print(f"valid cookie, first sight: +{first_cost:.2f} µs = {first_cost / loads:.2f} x one loads")
     print(f"AlloConv calls during the timed rounds: {sum(page_calls.values())} (target: 0)")
+    for size in (8, 64):
+        hostile = us[f"gate, {size} KB of forged cookies"] - bare
+        print(
+            f"{size} KB of forged cookies before a good one: +{hostile:.0f} µs "
+            f"= {hostile / loads:.0f} x one loads (every value is checked: the bound is the size)"
+        )
 
 
 if __name__ == "__main__":

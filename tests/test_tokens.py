@@ -374,3 +374,27 @@ class TestProperties:
         assert gate.check(token) is not None
         clock.advance(1)
         assert gate.check(token) is None
+
+
+class TestManyPrefixes:
+    def test_a_token_for_many_prefixes_is_compressed_and_still_opens(self, clock):
+        prefixes = [f"/premium/section-{n:02d}" for n in range(30)]
+        gate = AccessTokens([NEW], prefixes, DAY, clock=clock)
+        token = gate.issue()
+        assert token.startswith(".")  # itsdangerous compressed the payload
+        header = f"{NAME}={token}"
+        assert gate.check_cookie(header, NAME, prefix="/premium/section-29") is not None
+        assert gate.check_cookie(header, NAME, prefix="/premium/other") is None
+
+
+class TestHostileHeaders:
+    def test_forgeries_that_claim_nothing_useful_cost_no_signature_check(self, clock, monkeypatch):
+        gate = tokens(clock)
+        expired = tokens(clock, secrets=(OTHER,)).issue(until=int(clock.now) - 1)
+        elsewhere = tokens(clock, secrets=(OTHER,), scope="default:/videos").issue()
+        checked = []
+        original = gate._signed
+        monkeypatch.setattr(gate, "_signed", lambda *a: checked.append(a) or original(*a))
+        header = "; ".join(f"{NAME}={t}" for t in [expired, elsewhere] * 50)
+        assert gate.check_cookie(header, NAME) is None
+        assert checked == []
