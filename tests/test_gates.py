@@ -369,3 +369,23 @@ class TestSeveralCodesForOneAccess:
         other = TestApp(gate)
         other.post("/premium/x", {"code": codes[1]}, status=303)
         other.get("/premium/x", status=200)
+
+    def test_one_code_at_a_time_as_json(self, browser, sandbox):
+        first = browser.post_json("/premium/x", {"code": sandbox.issue_code()}, status=402)
+        assert first.json["error"] == "more-codes"
+        assert "1 code(s) sur 2" in first.json["message"]
+        assert any(
+            c.startswith("alloconv_access_set_default=") for c in first.headers.getall("Set-Cookie")
+        )
+        last = browser.post_json("/premium/x", {"code": sandbox.issue_code()}, status=200)
+        assert last.json["access_until"] > 0
+        browser.get("/premium/x", status=200)
+
+    def test_after_a_good_code_and_a_wrong_one_the_wrong_one_is_shown(self, browser, sandbox):
+        good = sandbox.issue_code()
+        form = browser.get("/premium/x", status=402).forms[0]
+        form.set("code", good, index=0)
+        form.set("code", "ZZZZ9999", index=1)
+        page = form.submit(status=402)
+        [field] = page.html.find_all("input", attrs={"name": "code"})
+        assert field["value"] == "ZZZZ9999"  # what failed, never the code that passed
