@@ -400,13 +400,7 @@ class Verifier:
             why,
         )
         self._complete(attempt, "unknown", dataclasses.replace(check, answer=f"ERR3; {why}"))
-        return refuse(
-            503,
-            "error_recovery_support",
-            reference=reference(attempt.code_hash),
-            retry_after=RETRY_AFTER,
-            code=sub.code,
-        )
+        return _to_support(sub)
 
     def _lost_before(self, sub: _Submission) -> tuple[Attempt | None, bool]:
         """The earlier attempt of this code, on this gate, whose answer was lost, and
@@ -519,13 +513,7 @@ class Verifier:
         log.error("store failed counting a code that passed: %s; record: %r", exc, record)
         if outcome is not None:
             self._finish(sub, outcome, check, f"{detail}; not counted in a set: store failed")
-        return refuse(
-            503,
-            "error_recovery_support",
-            reference=reference(attempt.code_hash),
-            retry_after=RETRY_AFTER,
-            code=sub.code,
-        )
+        return _to_support(sub)
 
     def _grant(
         self,
@@ -604,6 +592,14 @@ def _site(mount: str) -> str:
     """The store key of the access sold on a site mounted at ``mount``: redemptions and
     sets belong to the paths they were sold for, not to a gate's name or settings."""
     return f"site@{mount}"
+
+
+def _to_support(sub: _Submission) -> Decision:
+    """The visitor may have paid and the gate cannot tell: the reference, for support."""
+    reference_ = reference(sub.attempt.code_hash)
+    return refuse(
+        503, "error_recovery_support", reference=reference_, retry_after=RETRY_AFTER, code=sub.code
+    )
 
 
 def _again(sub: _Submission) -> _Submission:

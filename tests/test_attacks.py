@@ -257,27 +257,25 @@ class TestLostAnswers:
         assert "référence" in alert(answer)
         assert not elsewhere.reads(page)
 
-    def test_recoveries_off_sends_every_lost_answer_to_support(self, start, sandbox):
-        site = start(recoveries="off")
+    @pytest.mark.parametrize(
+        ("recoveries", "again", "reads"),
+        [
+            pytest.param("3/hour", 303, True, id="recovered-in-the-same-browser"),
+            pytest.param("off", 503, False, id="off-sends-it-to-support"),
+        ],
+    )
+    def test_a_real_lost_answer_typed_again_in_the_same_browser(
+        self, start, sandbox, recoveries, again, reads
+    ):
+        site = start(recoveries=recoveries)
         page = f"{site.url}/premium/article"
         code = sandbox.issue_code()
         browser = Browser()
         sandbox.set_fault("drop", script="api-micropaiement")
         assert browser.type_codes(page, code).status_code == 503
         sandbox.clear_fault()
-        assert browser.type_codes(page, code).status_code == 503
-        assert not browser.reads(page)
-
-    def test_a_real_lost_answer_is_recovered_in_the_same_browser(self, start, sandbox):
-        site = start()
-        page = f"{site.url}/premium/article"
-        code = sandbox.issue_code()
-        browser = Browser()
-        sandbox.set_fault("drop", script="api-micropaiement")
-        assert browser.type_codes(page, code).status_code == 503
-        sandbox.clear_fault()
-        assert browser.type_codes(page, code).status_code == 303
-        assert browser.reads(page)
+        assert browser.type_codes(page, code).status_code == again
+        assert browser.reads(page) is reads
 
     def test_an_untrusted_certificate_never_sent_the_code(self, start, sandbox, tmp_path):
         with untrusted_https(tmp_path) as url:
