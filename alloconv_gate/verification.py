@@ -399,7 +399,10 @@ class Verifier:
             lost.id,
             why,
         )
-        self._complete(attempt, "unknown", dataclasses.replace(check, answer=f"ERR3; {why}"))
+        # Not itself a lost answer: the loss it may be is the earlier attempt's, whose
+        # record says so (and ages out of the recovery window with it).
+        detail = f"ERR3 after the lost answer of attempt {lost.id}: {why}; for support"
+        self._complete(attempt, "invalid", dataclasses.replace(check, answer=detail))
         return _to_support(sub)
 
     def _lost_before(self, sub: _Submission) -> tuple[Attempt | None, bool]:
@@ -443,8 +446,8 @@ class Verifier:
             why = "recoveries off" if budget is None else "recoveries budget spent"
             decision = self._for_support(sub, check, lost, why)
             # Still this browser's loss: the same code may be recovered once the budget
-            # allows it again.
-            return dataclasses.replace(decision, retry_after=retry_after, lost=attempt.id)
+            # allows it again, within the recovery window of the answer that was lost.
+            return dataclasses.replace(decision, retry_after=retry_after, lost=lost.id)
         log.warning(
             "%s: AlloConv says ERR3 for a code whose earlier answer was lost (attempt %s): "
             "it was consumed then; access granted",

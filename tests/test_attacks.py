@@ -502,3 +502,24 @@ class TestConfigurationEdits:
         assert not browser.reads(f"{videos.url}/videos/a")
         # ...nor does the code bought for one restore the other.
         assert browser.type_codes(f"{videos.url}/videos/a", code).status_code == 402
+
+
+class TestTheRecoveryWindow:
+    def test_retrying_past_the_budget_does_not_stretch_the_day_a_loss_is_good_for(
+        self, start, sandbox, clock
+    ):
+        site = start(recoveries="1/day")
+        page = f"{site.url}/premium/article"
+        attacker, customer = Browser(), Browser()
+        made_up, real = "MADEUP0042", sandbox.issue_code()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        assert attacker.type_codes(page, made_up).status_code == 503
+        assert customer.type_codes(page, real).status_code == 503
+        sandbox.clear_fault()
+        assert customer.type_codes(page, real).status_code == 303  # the day's one recovery
+        clock.advance(3600)
+        assert attacker.type_codes(page, made_up).status_code == 503  # budget spent: support
+        clock.advance(24 * 3600)  # a new day's budget, but the loss is over a day old
+        answer = attacker.type_codes(page, made_up)
+        assert answer.status_code == 402
+        assert not attacker.reads(page)

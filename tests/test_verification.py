@@ -414,8 +414,9 @@ class TestRecoveryIsKeptToRealLosses:
         assert "alloconv_access=" not in " ".join(page.headers.getall("Set-Cookie"))
         latest = journal(gate)[0]
         assert (latest.outcome, latest.detail) == (
-            "unknown",
-            "ERR3; not the browser that lost the answer",
+            "invalid",
+            "ERR3 after the lost answer of attempt dead: not the browser that lost the answer; "
+            "for support",
         )
 
     def test_a_recent_pending_record_is_not_yet_a_loss(self, gate, sandbox, clock):
