@@ -189,14 +189,52 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
     That is anything that fails before the request is written: connecting (refused,
     unknown host, connect timeout), the TLS handshake (an expired or untrusted
-    certificate) and the proxy. Only what fails after sending (a read timeout, a reset or
-    a closed connection while waiting) may have consumed the code.
+    certificate, a server that never finishes it) and the proxy (refused, or a tunnel
+    that never opens). Only what fails after sending (a read timeout, a reset or a closed
+    connection while waiting) may have consumed the code.
+
+    urllib3 reports a timeout during the TLS handshake or a proxy's CONNECT as a *read*
+    timeout, so where the failure happened is read from the traceback of its cause.
     """
     if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
         return True
-    if isinstance(exc, requests.exceptions.ProxyError):
+    if isinstance(exc, requests.exceptions.ProxyError) or _refused(exc):
         return True
-    return _refused(exc)
+    return _failed_while_connecting(exc)
+
+
+# Where the connection (TCP, TLS handshake, proxy tunnel) is made, in urllib3 and http.client.
+_CONNECTING = frozenset(
+    {"connect", "_new_conn", "_tunnel", "do_handshake", "ssl_wrap_socket", "_connect_tls_proxy"}
+)
+# Where the request is written and the answer read.
+_EXCHANGING = frozenset({"getresponse", "_send_output", "_send_request", "send_bytes"})
+
+
+def _failed_while_connecting(exc: BaseException) -> bool:
+    """Whether the deepest cause of ``exc`` was raised while connecting, before any byte
+    of the request was written (and not while writing it or reading the answer)."""
+    seen: set[int] = set()
+    innermost = exc
+    while id(innermost) not in seen and len(seen) < 16:
+        seen.add(id(innermost))
+        nested = innermost.__cause__ or innermost.__context__
+        if nested is None:
+            break
+        innermost = nested
+    names = []
+    trace = innermost.__traceback__
+    while trace is not None:
+        names.append(trace.tb_frame.f_code.co_name)
+        trace = trace.tb_next
+    # The frames from where it was caught down to where it was raised: the last ones
+    # that say what was going on decide.
+    for name in reversed(names):
+        if name in _EXCHANGING:
+            return False
+        if name in _CONNECTING:
+            return True
+    return False
 
 
 def _refused(exc: requests.RequestException) -> bool:

@@ -291,6 +291,26 @@ class TestLostAnswers:
         assert browser.type_codes(f"{fixed.url}/premium/a", "MADEUP0001").status_code == 402
         assert not browser.reads(f"{fixed.url}/premium/a")
 
+    @pytest.mark.parametrize("through", ["tls-handshake", "proxy-connect"])
+    def test_a_listener_that_never_answers_the_handshake_never_got_the_code(
+        self, start, sandbox, sandbox_url, through
+    ):
+        with silent_listener() as port:
+            options = {"api_base": f"https://127.0.0.1:{port}"}
+            if through == "proxy-connect":
+                session = requests.Session()
+                session.trust_env = False
+                session.proxies = {"https": f"http://127.0.0.1:{port}"}
+                options = {"session": session, "api_base": "https://127.0.0.1:9"}
+            broken = start(timeout="1", number=NUMBER, **options)
+            browser = Browser()
+            answer = browser.type_codes(f"{broken.url}/premium/a", "MADEUP0003")
+        assert answer.status_code == 503
+        assert TEXT["error_unavailable"] in alert(answer)
+        assert broken.gate.store.journal()[0].outcome == "unavailable"
+        fixed = start()
+        assert browser.type_codes(f"{fixed.url}/premium/a", "MADEUP0003").status_code == 402
+
     def test_a_refused_proxy_never_sent_the_code(self, start, sandbox, sandbox_url):
         through_proxy = requests.Session()
         through_proxy.trust_env = False
@@ -303,6 +323,32 @@ class TestLostAnswers:
         assert site.gate.store.journal()[0].outcome == "unavailable"
         fixed = start()
         assert browser.type_codes(f"{fixed.url}/premium/a", "MADEUP0002").status_code == 402
+
+
+@contextlib.contextmanager
+def silent_listener():
+    """A port that accepts connections and never says a word: no TLS handshake, no answer
+    to a proxy's CONNECT."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
 
 
 @contextlib.contextmanager
