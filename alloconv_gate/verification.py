@@ -292,9 +292,8 @@ class Verifier:
             sold = " ".join(p or "/" for p in redemption.prefixes)
             self._record_done(attempt, "invalid", f"sold for {sold}, not this page")
             return refuse(402, "error_wrong_palier", code=sub.code)
-        if not self._store.add_device(
-            redemption.gate, redemption.code_hash, self.config.max_devices
-        ):
+        counted = redemption.shares_devices_with or redemption.code_hash
+        if not self._store.add_device(redemption.gate, counted, self.config.max_devices):
             self._record_done(attempt, "invalid", "max_devices reached")
             return refuse(402, "error_too_many_devices", code=sub.code)
         self._record_done(attempt, "restored", "")
@@ -531,8 +530,11 @@ class Verifier:
         until = int(attempt.time) + self.config.duration
         prefixes = self.config.prefixes
         try:
+            # One access, whatever the number of codes it took: its browsers are counted
+            # on the first code's redemption.
             for hashed in codes:
-                self._store.redeem(sub.site, hashed, attempt.time, until, prefixes)
+                shared = codes[0] if hashed != codes[0] else ""
+                self._store.redeem(sub.site, hashed, attempt.time, until, prefixes, shared)
             self._finish(sub, outcome, check, detail, raising=True)
         except StoreError as exc:
             # Paid is paid: the cookie goes out, and the record goes to the log in full.

@@ -175,6 +175,12 @@ class StoreContract:
         store.redeem(GATE, HASH, 1000.0, 2000.0, ("/premium", "/caf\xc3\xa9"))
         assert store.redemption(GATE, HASH).prefixes == ("/premium", "/caf\xc3\xa9")
 
+    def test_a_redemption_says_whose_devices_it_shares(self, store):
+        store.redeem(GATE, HASH, 1000.0, 2000.0, ("/p",))
+        store.redeem(GATE, OTHER_HASH, 1000.0, 2000.0, ("/p",), HASH)
+        assert store.redemption(GATE, OTHER_HASH).shares_devices_with == HASH
+        assert store.redemption(GATE, HASH).shares_devices_with == ""
+
     def test_redeem_again_keeps_the_first_access_and_its_devices(self, store):
         """A second OK for the same code (a lost answer recovered) must not extend or reset."""
         store.redeem(GATE, HASH, 1000.0, 2000.0)

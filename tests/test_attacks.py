@@ -171,6 +171,16 @@ class TestASetOfCodesIsPaidOnce:
         assert "1 code(s) sur 3" in alert(answer)
         assert not owner.reads(page)
 
+    def test_a_set_restores_on_max_devices_browsers_in_all(self, start, sandbox):
+        site = start(codes="3", max_devices="3")
+        page = f"{site.url}/premium/article"
+        codes = [sandbox.issue_code() for _ in range(3)]
+        assert Browser().type_codes(page, *codes).status_code == 303
+        # Each code of the set typed on fresh browsers: one access, three browsers in all.
+        statuses = [Browser().type_codes(page, code).status_code for code in codes * 2]
+        assert statuses.count(303) == 2
+        assert statuses.count(402) == 4
+
     def test_a_rotated_secret_counts_a_code_once(self, start, sandbox, clock):
         before = start(codes="2")
         browser = Browser()

@@ -77,6 +77,9 @@ class Redemption:
     ends_at: float
     devices: int  # browsers that got a cookie for it, the first one included
     prefixes: tuple[str, ...] = ()  # the paths it was sold for; () in records of v1
+    # The redemption whose browsers this one's count with: with codes = N, the codes of a
+    # set bought one access, restored on max_devices browsers in all. "": its own.
+    shares_devices_with: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,10 @@ class Store(abc.ABC):
         granted_at: float,
         ends_at: float,
         prefixes: tuple[str, ...] = (),
+        shares_devices_with: str = "",
     ) -> None:
         """Record that this code bought access to ``prefixes`` until ``ends_at``, on one
-        device.
+        device (or on those of the redemption of the code ``shares_devices_with``).
 
         Idempotent: an existing redemption of the same code on the same gate is kept.
         """

@@ -58,11 +58,13 @@ class MemoryStore(Store):
         with self._lock:
             return self._redemptions.get((gate, code_hash))
 
-    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=()) -> None:
+    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=(), shares_devices_with=""):
         with self._lock:
             self._redemptions.setdefault(
                 (gate, code_hash),
-                Redemption(gate, code_hash, granted_at, ends_at, 1, tuple(prefixes)),
+                Redemption(
+                    gate, code_hash, granted_at, ends_at, 1, tuple(prefixes), shares_devices_with
+                ),
             )
 
     def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:

@@ -12,7 +12,8 @@ Every key starts with ``alloconv_gate:``:
 - ``journal``: a sorted set of attempt ids by time, and the same per
   ``journal:gate:GATE``, ``journal:code:CODE_HASH`` and ``journal:outcome:OUTCOME``, so
   that a filtered look-up reads only what it may return;
-- ``redemption:CODE_HASH:GATE``: a hash: granted_at, ends_at, devices, prefixes;
+- ``redemption:CODE_HASH:GATE``: a hash: granted_at, ends_at, devices, prefixes,
+  shares_devices_with;
 - ``claim:GATE:CODE_HASH``: a hash: set, prefixes, passed_at, completed; ``set:GATE:SET``:
   a sorted set of the set's code hashes by passed_at; ``complete:GATE:SET`` once the set
   is complete (these three expire after SET_TTL);
@@ -79,11 +80,12 @@ end
 return 1
 """
 
-# KEYS: redemption; ARGV: gate, code_hash, granted_at, ends_at, prefixes
+# KEYS: redemption; ARGV: gate, code_hash, granted_at, ends_at, prefixes, shares_devices_with
 _REDEEM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'gate', ARGV[1], 'code_hash', ARGV[2],
-           'granted_at', ARGV[3], 'ends_at', ARGV[4], 'devices', 1, 'prefixes', ARGV[5])
+           'granted_at', ARGV[3], 'ends_at', ARGV[4], 'devices', 1, 'prefixes', ARGV[5],
+           'shares_devices_with', ARGV[6])
 return 1
 """
 
@@ -309,13 +311,14 @@ class RedisStore(Store):
             ends_at=float(fields["ends_at"]),
             devices=int(fields["devices"]),
             prefixes=tuple(json.loads(fields.get("prefixes", "[]"))),
+            shares_devices_with=fields.get("shares_devices_with", ""),
         )
 
-    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=()) -> None:
+    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=(), shares_devices_with=""):
+        args = [gate, code_hash, repr(granted_at), repr(ends_at), json.dumps(list(prefixes))]
         with self._failing("record a redemption"):
             self._redeem(
-                keys=[_key("redemption", code_hash, gate)],
-                args=[gate, code_hash, repr(granted_at), repr(ends_at), json.dumps(list(prefixes))],
+                keys=[_key("redemption", code_hash, gate)], args=[*args, shares_devices_with]
             )
 
     def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:

@@ -37,7 +37,10 @@ SCHEMA_VERSION = 2
 # What a file of an older version needs to reach this one (its tables are created as
 # they are below, so only what CREATE TABLE IF NOT EXISTS cannot add is here).
 _MIGRATIONS = {
-    1: ("ALTER TABLE redemptions ADD COLUMN prefixes TEXT NOT NULL DEFAULT '[]'",),
+    1: (
+        "ALTER TABLE redemptions ADD COLUMN prefixes TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE redemptions ADD COLUMN shares_devices_with TEXT NOT NULL DEFAULT ''",
+    ),
 }
 
 _SCHEMA = (
@@ -64,6 +67,7 @@ _SCHEMA = (
         ends_at REAL NOT NULL,
         devices INTEGER NOT NULL,
         prefixes TEXT NOT NULL DEFAULT '[]',
+        shares_devices_with TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (gate, code_hash)
     ) WITHOUT ROWID""",
     # codes = N: the set each code that passed counts in, and the sets that are complete
@@ -250,19 +254,27 @@ class SqliteStore(Store):
     def redemption(self, gate: str, code_hash: str) -> Redemption | None:
         with self._read("read a redemption") as conn:
             row = conn.execute(
-                "SELECT gate, code_hash, granted_at, ends_at, devices, prefixes FROM redemptions "
-                "WHERE gate = ? AND code_hash = ?",
+                "SELECT gate, code_hash, granted_at, ends_at, devices, prefixes, "
+                "shares_devices_with FROM redemptions WHERE gate = ? AND code_hash = ?",
                 (gate, code_hash),
             ).fetchone()
-        return None if row is None else Redemption(*row[:5], tuple(json.loads(row[5])))
+        if row is None:
+            return None
+        return Redemption(*row[:5], tuple(json.loads(row[5])), row[6])
 
-    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=()) -> None:
+    def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=(), shares_devices_with=""):
         with self._write("record a redemption") as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO redemptions "
-                "(gate, code_hash, granted_at, ends_at, devices, prefixes) "
-                "VALUES (?, ?, ?, ?, 1, ?)",
-                (gate, code_hash, granted_at, ends_at, json.dumps(list(prefixes))),
+                "INSERT OR IGNORE INTO redemptions (gate, code_hash, granted_at, ends_at, "
+                "devices, prefixes, shares_devices_with) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                (
+                    gate,
+                    code_hash,
+                    granted_at,
+                    ends_at,
+                    json.dumps(list(prefixes)),
+                    shares_devices_with,
+                ),
             )
 
     def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
