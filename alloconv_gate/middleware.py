@@ -389,8 +389,12 @@ class Gate:
         if gate.config.codes == 1:
             return 0
         if decision is not None and decision.set_id is not None:
-            return decision.passed
-        return gate.verifier.progress(self._set_id(gate, request), request.script_name)
+            passed = decision.passed
+        else:
+            passed = gate.verifier.progress(self._set_id(gate, request), request.script_name)
+        # A set that holds enough codes since `codes` was lowered still shows one field:
+        # any submission then completes it (see Verifier.verify).
+        return min(passed, gate.config.codes - 1)
 
 
 class SameSiteRedirect(Response):

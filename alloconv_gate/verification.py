@@ -148,6 +148,9 @@ class Verifier:
         if needed == 1:
             return self._one(codes[0] if codes else "", visit)
         set_id = visit.set_id or uuid.uuid4().hex
+        full = self._complete_if_full(visit)
+        if full is not None:
+            return full
         decision = refuse(402, MORE_CODES)
         for code in codes[:needed] or [""]:
             decision = self._one(code, dataclasses.replace(visit, set_id=set_id))
@@ -168,6 +171,28 @@ class Verifier:
             return len(self._store.set_codes(_site(mount), set_id, since=self._since()))
         except StoreError:
             return 0
+
+    def _complete_if_full(self, visit: Visit) -> Decision | None:
+        """The visitor's set holds enough codes already (``codes`` was lowered since they
+        passed): it buys the access now, and the code just typed is not spent."""
+        if visit.set_id is None:
+            return None
+        site = _site(visit.mount)
+        try:
+            codes = self._store.set_codes(site, visit.set_id, since=self._since())
+            claim = self._store.claim(site, codes[0]) if len(codes) >= self.config.codes else None
+        except StoreError:
+            return None
+        if claim is None:
+            return None
+        gate = self.journal_gate(visit.mount)
+        attempt = Attempt(
+            uuid.uuid4().hex, self._clock(), gate, self.config.palier, visit.client, "set", codes[0]
+        )
+        sub = _Submission(attempt, "", (codes[0],), visit, site)
+        return self._in_set(
+            sub, claim.passed_at, None, "its set holds the codes the gate takes now"
+        )
 
     def progress(self, set_id: str | None, mount: str) -> int:
         """How many codes count in the visitor's set, for the page."""
@@ -301,10 +326,9 @@ class Verifier:
         return Decision(until=int(redemption.ends_at), prefixes=redemption.prefixes)
 
     def _counted_before(self, sub: _Submission) -> Decision | None:
-        """With ``codes = N``: a code that passed in an unfinished set of this gate
-        counts in the visitor's set, without asking AlloConv again."""
-        if sub.visit.set_id is None:
-            return None
+        """A code that passed in an unfinished set of this gate counts in the visitor's
+        set, without asking AlloConv again (on a gate whose ``codes`` was lowered since,
+        down to 1, it may buy access alone)."""
         claim = self._store.claim(sub.site, sub.code_id)
         if claim is None or claim.completed or claim.passed_at < self._since():
             return None

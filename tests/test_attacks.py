@@ -512,6 +512,18 @@ class TestJunkCookies:
 class TestConfigurationEdits:
     """Access already sold survives the edits a webmaster makes."""
 
+    @pytest.mark.parametrize(("now", "typed"), [("1", "a passed one"), ("2", "a new one")])
+    def test_lowering_codes_keeps_the_codes_paid_into_a_set(self, start, sandbox, now, typed):
+        before = start(codes="3")
+        browser, paid = Browser(), [sandbox.issue_code(), sandbox.issue_code()]
+        assert browser.type_codes(f"{before.url}/premium/a", *paid).status_code == 402
+        after = start(codes=now)
+        new = sandbox.issue_code()
+        code = paid[0] if typed == "a passed one" else new
+        assert browser.type_codes(f"{after.url}/premium/a", code).status_code == 303
+        assert browser.reads(f"{after.url}/premium/a")
+        assert not sandbox.is_used(new)  # what was paid was enough: nothing more spent
+
     def test_adding_a_prefix_keeps_the_cookies_and_codes_sold(self, start, sandbox):
         before = start(prefixes="/premium")
         browser, code = Browser(), sandbox.issue_code()
