@@ -248,12 +248,13 @@ class Gate:
             return self._use_link(gate, request, fields[GRANT_PARAM][0])
         codes = [code.strip() for code in fields.get("code", [])] or [""]
         back_to = own_url(request.environ)  # computed before the code may be spent
+        lost_before = self._lost.load(self._cookies(request, gate.lost_cookie), request.script_name)
         visit = Visit(
             client=_client(request),
             mount=request.script_name,
             prefix=prefix,
             set_id=self._set_id(gate, request) if gate.config.codes > 1 else None,
-            lost=self._lost.load(self._cookies(request, gate.lost_cookie), request.script_name),
+            lost=tuple(attempt for attempt, sold in lost_before if prefix in sold),
         )
         decision = gate.verifier.verify(codes, visit)
         if decision.granted:
@@ -270,7 +271,8 @@ class Gate:
                 request, response, gate.progress_cookie, progress, SetProgress.LIFETIME
             )
         if decision.lost is not None:
-            lost = self._lost.dump((*visit.lost, decision.lost), visit.mount)
+            entry = (decision.lost, gate.config.prefixes)
+            lost = self._lost.dump([*lost_before, entry], visit.mount)
             self._set_cookie(request, response, gate.lost_cookie, lost, LostAnswers.LIFETIME)
         return response
 

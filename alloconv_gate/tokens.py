@@ -384,11 +384,13 @@ class SetProgress:
 
 
 class LostAnswers:
-    """The attempts whose answer this browser lost (a signed cookie set with that page).
+    """The attempts whose answer this browser lost (a signed cookie set with that page),
+    each with the prefixes of the gate that lost it.
 
     A code whose answer was lost may be recovered when AlloConv later says it was used,
-    but only in the browser that lost the answer: a code typed anywhere else is never
-    recovered, so that made-up codes sent during an outage cannot be handed around.
+    but only in the browser that lost the answer, on a page of the paths it was to buy:
+    a code typed anywhere else is never recovered, so that made-up codes sent during an
+    outage cannot be handed around, nor a cheap gate's code recovered at a dear gate.
     """
 
     LIFETIME = 86400  # as long as a lost answer may be recovered
@@ -397,17 +399,32 @@ class LostAnswers:
     def __init__(self, secrets: Sequence[str], clock: Clock = time.time):
         self._serializer = serializer(secrets, "alloconv_gate.lost", clocked_signer(clock))
 
-    def dump(self, ids: Iterable[str], mount: str = "") -> str:
-        return self._serializer.dumps([mount, list(ids)[-self.MAX_IDS :]])
+    def dump(self, entries: Iterable[tuple[str, Iterable[str]]], mount: str = "") -> str:
+        """``entries``: (attempt id, prefixes) pairs, oldest first; the newest are kept."""
+        kept = [[attempt, sorted(prefixes)] for attempt, prefixes in entries][-self.MAX_IDS :]
+        return self._serializer.dumps([mount, kept])
 
-    def load(self, values: Iterable[str], mount: str = "") -> tuple[str, ...]:
-        """The attempt ids in every good cookie value among ``values``, oldest first."""
-        ids: dict[str, None] = {}
+    def load(self, values: Iterable[str], mount: str = "") -> list[tuple[str, tuple[str, ...]]]:
+        """The (attempt id, prefixes) pairs in every good cookie value among ``values``."""
+        entries: dict[str, tuple[str, ...]] = {}
         for value in values:
             try:
                 signed_mount, found = self._serializer.loads(value, max_age=self.LIFETIME)
             except (BadData, TypeError, ValueError):
                 continue
-            if signed_mount == mount and isinstance(found, list):
-                ids.update(dict.fromkeys(i for i in found[: self.MAX_IDS] if isinstance(i, str)))
-        return tuple(ids)
+            if signed_mount != mount or not isinstance(found, list):
+                continue
+            for entry in found[: self.MAX_IDS]:
+                if _is_entry(entry):
+                    entries[entry[0]] = tuple(entry[1])
+        return list(entries.items())
+
+
+def _is_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], list)
+        and all(isinstance(p, str) for p in entry[1])
+    )

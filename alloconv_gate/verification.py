@@ -70,7 +70,7 @@ class Visit:
     mount: str = ""  # SCRIPT_NAME: where the site is mounted
     prefix: str | None = None  # the prefix of the page the code was typed on
     set_id: str | None = None  # codes = N: the visitor's set (the progress cookie)
-    lost: tuple[str, ...] = ()  # attempts whose answer this browser lost
+    lost: tuple[str, ...] = ()  # attempts whose answer this browser lost, on these paths
 
 
 @dataclass(frozen=True)
@@ -398,6 +398,15 @@ class Verifier:
             if counted is not None:
                 self._complete(attempt, "invalid", check)
                 return counted
+            if self._store.claim(sub.site, sub.code_id) is not None:
+                # It passed in a set of another gate (or long ago): that pass is what
+                # used it, whatever answer was lost since; it is never recovered here.
+                self._complete(
+                    attempt,
+                    "invalid",
+                    dataclasses.replace(check, answer="ERR3; it passed in another set"),
+                )
+                return refuse(402, "error_wrong_palier", code=sub.code)
             lost, here = self._lost_before(sub)
         except StoreError as exc:
             log.error("store failed after ERR3 for %s: %s", _who(attempt), exc)
@@ -429,8 +438,8 @@ class Verifier:
         return _to_support(sub)
 
     def _lost_before(self, sub: _Submission) -> tuple[Attempt | None, bool]:
-        """The earlier attempt of this code, on this gate, whose answer was lost, and
-        whether this browser is the one that lost it (its LostAnswers cookie names it).
+        """The earlier attempt of this code whose answer was lost, and whether this browser
+        is the one that lost it, on paths of this page (its LostAnswers cookie says so).
 
         That is an ``unknown`` answer in the last RECOVERY_WINDOW, or a ``pending`` record
         that its request outlived (its worker died, or the store failed completing it).
@@ -439,7 +448,9 @@ class Verifier:
         stale = now - self.config.timeout - PENDING_GRACE
         found = None
         for hashed in sub.hashes:
-            for earlier in self._store.journal(gate=sub.attempt.gate, code_hash=hashed, limit=50):
+            # Any gate's record: the browser's note says which paths it was lost for, and
+            # the gate's name or prefixes may have changed since.
+            for earlier in self._store.journal(code_hash=hashed, limit=50):
                 if earlier.id == sub.attempt.id or earlier.time <= now - RECOVERY_WINDOW:
                     continue
                 if earlier.outcome == "unknown" or (

@@ -524,6 +524,37 @@ class TestConfigurationEdits:
         assert browser.reads(f"{after.url}/premium/a")
         assert not sandbox.is_used(new)  # what was paid was enough: nothing more spent
 
+    @pytest.mark.parametrize(
+        "edit",
+        [
+            pytest.param({"prefixes": "/premium /videos"}, id="a-prefix-added"),
+            pytest.param(
+                {"gates": "premium", "premium.prefixes": "/premium", "prefixes": None},
+                id="the-gate-named",
+            ),
+        ],
+    )
+    def test_a_lost_answer_is_still_recovered_after_an_edit(self, start, sandbox, edit):
+        before = start()
+        browser, code = Browser(), sandbox.issue_code()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        assert browser.type_codes(f"{before.url}/premium/a", code).status_code == 503
+        sandbox.clear_fault()
+        after = start(**edit)
+        assert browser.type_codes(f"{after.url}/premium/a", code).status_code == 303
+        assert browser.reads(f"{after.url}/premium/a")
+
+    def test_a_lost_answer_of_one_gate_is_not_recovered_at_another(self, start, sandbox):
+        site = start(gates="cheap dear", **{"cheap.prefixes": "/cheap", "dear.prefixes": "/dear"})
+        browser, code = Browser(), sandbox.issue_code()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        assert browser.type_codes(f"{site.url}/cheap/a", code).status_code == 503
+        sandbox.clear_fault()
+        answer = browser.type_codes(f"{site.url}/dear/a", code)
+        assert answer.status_code == 503  # for support, with its reference; no access
+        assert not browser.reads(f"{site.url}/dear/a")
+        assert browser.type_codes(f"{site.url}/cheap/a", code).status_code == 303
+
     def test_adding_a_prefix_keeps_the_cookies_and_codes_sold(self, start, sandbox):
         before = start(prefixes="/premium")
         browser, code = Browser(), sandbox.issue_code()
@@ -570,6 +601,35 @@ class TestConfigurationEdits:
         assert not browser.reads(f"{videos.url}/videos/a")
         # ...nor does the code bought for one restore the other.
         assert browser.type_codes(f"{videos.url}/videos/a", code).status_code == 402
+
+
+class TestACodeThatPassedIsNotRecoveredElsewhere:
+    def test_a_lost_answer_at_another_gate_does_not_take_a_code_from_its_set(self, start, sandbox):
+        """Found by the stateful model: a code that passed in a set of one gate, then lost
+        at another gate (whose AlloConv key answers ERR3: the code is used), was
+        "recovered" there and moved into that gate's set."""
+        site = start(
+            gates="a b",
+            **{
+                "a.prefixes": "/a",
+                "a.codes": "2",
+                "a.api_key": "key-fra1",
+                "b.prefixes": "/b",
+                "b.palier": "fra2",
+                "b.price_notice": "1,50 € par code",
+                "b.api_key": "key-fra2",
+            },
+            api_key=None,
+        )
+        owner, code = Browser(), sandbox.issue_code("fra1")
+        assert owner.type_codes(f"{site.url}/a/x", code).status_code == 402  # 1 of 2
+        thief = Browser()
+        sandbox.set_fault("drop", script="api-micropaiement")
+        assert thief.type_codes(f"{site.url}/b/x", code).status_code == 503
+        sandbox.clear_fault()
+        assert thief.type_codes(f"{site.url}/b/x", code).status_code == 402
+        assert not thief.reads(f"{site.url}/b/x")
+        assert owner.type_codes(f"{site.url}/a/x", sandbox.issue_code("fra1")).status_code == 303
 
 
 class TestTheRecoveryWindow:

@@ -209,7 +209,10 @@ class TestRecovery:
         sandbox.set_fault("drop", script="api-micropaiement")
         submit(visitor(videos), code, 503, "/videos/x")
         sandbox.clear_fault()
-        submit(visitor(premium), code, 402)
+        # No access here; the visitor may have paid at the other gate: support's reference.
+        page = submit(visitor(premium), code, 503)
+        assert "alloconv_access=" not in " ".join(page.headers.getall("Set-Cookie"))
+        assert reference(code_hash(SECRET, code)) in page.text
 
 
 class TestRateLimits:
