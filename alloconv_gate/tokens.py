@@ -36,8 +36,11 @@ SEPARATOR = "~"
 # considered (a sibling subdomain could otherwise hide a good token behind a few of its
 # own). What a part says is read first, without its signature (a base64 and a JSON
 # decode), and only a part that says it opens the page now has its signature checked,
-# once per process: a hostile header costs at most one check per part that claims to
-# open the page (about 70 bytes each), within the server's header limit.
+# once per process (bad ones too). At most MAX_CHECKS signatures are checked per request:
+# a header of fresh forgeries costs that and no more, and a browser that a sibling
+# subdomain filled with more forgeries than that gets in within a few page views, as
+# the forgeries it keeps sending are remembered as bad.
+MAX_CHECKS = 64
 MAX_TOKENS = 8
 # How far apart the clocks of several servers may be: a token issued by one is good on
 # the others at once. Tokens are dated this much in the past, and accepted this much
@@ -196,12 +199,13 @@ class AccessTokens:
 
         Every part is considered, each distinct one once; parts that are not token-shaped
         cost a regular expression match, the others a signature check the first time this
-        process sees them (see MAX_TOKENS).
+        process sees them (see MAX_CHECKS).
         """
         if not value:
             return None
         verifiers = self._verifier(mount)
         seen = set()
+        checks = 0
         for token in value.split(SEPARATOR):
             if token in seen or not _TOKEN_SHAPE.match(token):
                 continue
@@ -211,6 +215,9 @@ class AccessTokens:
                 claimed = self._claims(token)
                 if claimed is None or not self._grants_now(claimed, prefix):
                     continue  # it would not open the page even if its signature were good
+                if checks == MAX_CHECKS:
+                    continue  # only what was checked before counts, for this request
+                checks += 1
                 signed = self._signed(verifiers, mount, token)
             if self._grants_now(signed, prefix):
                 return signed
