@@ -41,6 +41,10 @@ SEPARATOR = "~"
 # subdomain filled with more forgeries than that gets in within a few page views, as
 # the forgeries it keeps sending are remembered as bad.
 MAX_CHECKS = 64
+# And at most this many values of our cookie are read per request (about 80 KB of
+# tokens, ten times the header limit of nginx's default): what a hostile header costs
+# is bounded whatever the server lets through.
+MAX_PARTS = 1024
 MAX_TOKENS = 8
 # How far apart the clocks of several servers may be: a token issued by one is good on
 # the others at once. Tokens are dated this much in the past, and accepted this much
@@ -206,14 +210,14 @@ class AccessTokens:
         verifiers = self._verifier(mount)
         seen = set()
         checks = 0
-        for token in value.split(SEPARATOR):
+        for token in value.split(SEPARATOR, MAX_PARTS)[:MAX_PARTS]:
             if token in seen or not _TOKEN_SHAPE.match(token):
                 continue
             seen.add(token)
             signed = self._verified.get((mount, token))
             if signed is None:
                 claimed = self._claims(token)
-                if claimed is None or not self._grants_now(claimed, prefix):
+                if claimed is None or not self._grants_now(claimed[0], prefix):
                     continue  # it would not open the page even if its signature were good
                 if checks == MAX_CHECKS:
                     continue  # only what was checked before counts, for this request
@@ -223,9 +227,10 @@ class AccessTokens:
                 return signed
         return None
 
-    def _claims(self, token: str) -> Signed | None:
-        """What ``token`` says, its signature unchecked: nothing to trust, only a way to
-        skip the parts that could not open the page anyway."""
+    def _claims(self, token: str) -> tuple[Signed, bool] | None:
+        """What ``token`` says, its signature unchecked, and whether it is of the first
+        format: nothing to trust, only a way to skip the parts that could not open the
+        page anyway, and to check a signature with its format's serializer only."""
         try:
             body, timestamp, _signature = token.rsplit(".", 2)
             issued = bytes_to_int(base64_decode(timestamp))
@@ -234,10 +239,13 @@ class AccessTokens:
             else:
                 raw = base64_decode(body)
             payload = json.loads(raw)
-            found = self._read(payload, legacy=True) or self._read(payload, legacy=False)
         except (ValueError, TypeError, struct.error, zlib.error, RecursionError, BadData):
             return None
-        return None if found is None else (found[0], issued, found[1])
+        for legacy in (True, False):
+            found = self._read(payload, legacy)
+            if found is not None:
+                return (found[0], issued, found[1]), legacy
+        return None
 
     def _signed(
         self, verifiers: tuple[URLSafeTimedSerializer, ...], mount: str, token: str
@@ -253,7 +261,12 @@ class AccessTokens:
         return signed
 
     def _verify(self, verifiers: tuple[URLSafeTimedSerializer, ...], token: str) -> Signed:
-        for verifier in verifiers:
+        """Its signature checked with the serializer of its format only (a forgery costs
+        one check, not one per format)."""
+        claimed = self._claims(token)
+        if claimed is None:
+            return _BAD
+        for verifier in verifiers[1:] if claimed[1] else verifiers[:1]:
             try:
                 payload, issued = verifier.loads(token, return_timestamp=True)
             except BadData:

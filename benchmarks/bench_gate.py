@@ -141,7 +141,7 @@ def main() -> None:
             while length < size:
                 forged.append(f"alloconv_access={forger.issue(until=base + next(unseen))}")
                 length += len(forged[-1]) + 2
-            environs.append(environ_for("/premium/article", "; ".join([*forged, cookie_pair])))
+            environs.append(environ_for("/premium/article", "; ".join(forged)))
         return environs
 
     hostile_n = 50
@@ -151,8 +151,8 @@ def main() -> None:
         "gate, valid cookie": (gate, [environ_for("/premium/article", cookie_pair)]),
         "gate, valid cookie, first sight": (gate, None),
         "gate, the gate page (402)": (gate, [environ_for("/premium/article")]),
-        "gate, 8 KB of forged cookies": (gate, 8 * 1024),
-        "gate, 64 KB of forged cookies": (gate, 64 * 1024),
+        "gate, 8 KB of forged cookies (402)": (gate, 8 * 1024),
+        "gate, 64 KB of forged cookies (402)": (gate, 64 * 1024),
     }
     per_case: dict[str, list[float]] = {name: [] for name in cases}
     per_case["itsdangerous loads, same size"] = []
@@ -193,11 +193,12 @@ def main() -> None:
     )
     print(f"valid cookie, first sight: +{first_cost:.2f} µs = {first_cost / loads:.2f} x one loads")
     print(f"AlloConv calls during the timed rounds: {sum(page_calls.values())} (target: 0)")
+    page = us["gate, the gate page (402)"]
     for size in (8, 64):
-        hostile = us[f"gate, {size} KB of forged cookies"] - bare
+        hostile = us[f"gate, {size} KB of forged cookies (402)"]
         print(
-            f"{size} KB of forged cookies before a good one: +{hostile:.0f} µs "
-            f"= {hostile / loads:.0f} x one loads (every value is checked: the bound is the size)"
+            f"{size} KB of fresh forged cookies: {hostile:.0f} µs = {hostile / page:.1f} x the "
+            f"gate page (at most 64 signature checks a request)"
         )
 
 
