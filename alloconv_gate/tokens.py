@@ -40,11 +40,12 @@ SEPARATOR = "~"
 # a header of fresh forgeries costs that and no more, and a browser that a sibling
 # subdomain filled with more forgeries than that gets in within a few page views, as
 # the forgeries it keeps sending are remembered as bad.
-MAX_CHECKS = 64
-# And at most this many values of our cookie are read per request (about 80 KB of
-# tokens, ten times the header limit of nginx's default): what a hostile header costs
-# is bounded whatever the server lets through.
-MAX_PARTS = 1024
+MAX_CHECKS = 16
+# And at most this many values of our cookie are read per request (about 9 KB of
+# tokens, more than the 8 KB header limit of nginx's and Apache's defaults lets any
+# browser send): what a hostile header costs is bounded
+# whatever the server lets through.
+MAX_PARTS = 128
 MAX_TOKENS = 8
 # How far apart the clocks of several servers may be: a token issued by one is good on
 # the others at once. Tokens are dated this much in the past, and accepted this much

@@ -198,7 +198,7 @@ def main() -> None:
         hostile = us[f"gate, {size} KB of forged cookies (402)"]
         print(
             f"{size} KB of fresh forged cookies: {hostile:.0f} µs = {hostile / page:.1f} x the "
-            f"gate page (at most 64 signature checks a request)"
+            f"gate page (at most 16 signature checks a request)"
         )
 
 

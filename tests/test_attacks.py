@@ -16,6 +16,7 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
@@ -495,18 +496,24 @@ class TestJunkCookies:
         assert browser.type_codes(f"{site.url}/premium/a", sandbox.issue_code()).status_code == 303
         good = browser.session.cookies["alloconv_access"]
         forger = start(secret="a-sibling-subdomain-secret-0123456789abcdef")
-        forged = forger.gate._parts["/premium"].tokens.issue()
+        tokens = forger.gate._parts["/premium"].tokens
+        # Forgeries that claim to open the page now, as a sibling subdomain could set
+        # (several to a cookie, and the browser sends them before the gate's own).
+        forged = [tokens.issue(until=int(time.time()) + 3600 + n) for n in range(40)]
         junk = "; ".join(
-            f"alloconv_access={forged}{'~' + forged[::-1] * (i % 2)}" for i in range(20)
+            f"alloconv_access={forged[n]}~{forged[n + 1]}" for n in range(0, len(forged), 2)
         )
+        statuses = []
         with requests.Session() as sibling_polluted:
-            answer = sibling_polluted.get(
-                f"{site.url}/premium/a",
-                headers={"Cookie": f"{junk}; alloconv_access={good}"},
-                timeout=TIMEOUT,
-                allow_redirects=False,
-            )
-        assert answer.status_code == 200
+            for _ in range(4):  # page views: each checks a bounded number of new values
+                answer = sibling_polluted.get(
+                    f"{site.url}/premium/a",
+                    headers={"Cookie": f"{junk}; alloconv_access={good}"},
+                    timeout=TIMEOUT,
+                    allow_redirects=False,
+                )
+                statuses.append(answer.status_code)
+        assert statuses[-2:] == [200, 200]  # in within a few views, and from then on
 
 
 class TestConfigurationEdits:
