@@ -87,7 +87,6 @@ class Decision:
     lost: str | None = None  # the attempt whose answer was lost (for LostAnswers)
     set_id: str | None = None  # codes = N: the visitor's set, to keep in its cookie
     passed: int = 0  # codes = N: how many codes count in it
-    needed: int = 1  # codes = N: how many codes the set takes
 
     @property
     def granted(self) -> bool:
@@ -133,10 +132,6 @@ class Verifier:
         self._links = GrantLinks(config.secrets, config.scope, clock)
         self._in_flight = threading.BoundedSemaphore(config.max_pending)
 
-    def hash_of(self, code: str) -> str:
-        """A code's identity in the store (see the module's docstring)."""
-        return code_hash(self._hash_keys[0], code)
-
     def journal_gate(self, mount: str) -> str:
         """The gate, as the journal and the rate limits know it: its scope, and its mount."""
         return f"{self.config.scope}@{mount}" if mount else self.config.scope
@@ -163,7 +158,7 @@ class Verifier:
             decision = dataclasses.replace(
                 decision, set_id=set_id, passed=self._passed(set_id, visit.mount)
             )
-        return dataclasses.replace(decision, needed=needed)
+        return decision
 
     def _passed(self, set_id: str, mount: str) -> int:
         """How many codes count in the set (for the page); 0 if the store cannot say."""
@@ -530,7 +525,7 @@ class Verifier:
             return self._grant(sub, check, outcome, state.codes, f"{detail}; {where}, complete")
         self._finish(sub, outcome, check, f"{detail}; {where}")
         log.info("%s %s: %s", _who(sub.attempt), outcome or "counted", where)
-        return refuse(402, MORE_CODES, set_id=set_id, passed=done, needed=needed)
+        return refuse(402, MORE_CODES, set_id=set_id, passed=done)
 
     def _add(self, sub: _Submission, set_id: str, passed_at: float):
         return self._store.add_to_set(
