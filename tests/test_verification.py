@@ -147,7 +147,8 @@ class TestRestore:
         calls = sandbox.calls["api-micropaiement"]
 
         second = visitor(gate, "198.51.100.7")
-        submit(second, code, 303)
+        restored = submit(second, code, 303)
+        assert "Max-Age=82800;" in restored.headers["Set-Cookie"]  # the time left, not a day
         assert sandbox.calls["api-micropaiement"] == calls  # no AlloConv call
         page = second.get("/premium/x", status=200)
         assert page.body.endswith(b"until %d" % original_end)
