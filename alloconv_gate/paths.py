@@ -36,10 +36,16 @@ def normalise_prefix(prefix: str) -> str:
     whole site) becomes the empty string, which every path starts with.
     """
     prefix = prefix.strip()
-    if not prefix.startswith("/"):
-        raise ValueError(f"{prefix!r} must start with '/'")
-    if any(ch in prefix for ch in "?#") or not prefix.isprintable():
+    if not prefix.startswith("/") or prefix.startswith("//"):
+        raise ValueError(f"{prefix!r} must start with '/' (a path: no scheme, no host)")
+    if "," in prefix:
+        # "/premium, /videos" read as two prefixes would be "/premium," and "/videos":
+        # "/premium" itself left open. Prefixes are separated by spaces only.
+        raise ValueError(f"{prefix!r} holds a comma: separate prefixes with spaces only")
+    if any(ch in prefix for ch in "?#") or any(ch.isspace() for ch in prefix):
         raise ValueError(f"{prefix!r} must be a plain path, without query, fragment or spaces")
+    if not prefix.isprintable():
+        raise ValueError(f"{prefix!r} must be a plain path, without control characters")
     decoded = unquote(prefix, errors="strict")
     return normalise_path(decoded).rstrip("/").encode("utf-8").decode("latin-1")
 

@@ -92,6 +92,15 @@ class TestCheck:
         assert status == 1
         assert "FAIL options" in out and "'duration'" in out
 
+    def test_a_comma_between_prefixes_is_a_problem(self, capsys, tmp_path, sandbox_url):
+        ini = write_ini(tmp_path, sandbox_url)
+        text = Path(ini).read_text().replace("prefixes = /premium", "prefixes = /premium, /videos")
+        Path(ini).write_text(text)
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 1
+        assert "FAIL options" in out and "'prefixes'" in out and "comma" in out
+        assert "all good" not in out
+
     def test_alloconv_unreachable(self, capsys, tmp_path, sandbox, sandbox_url):
         sandbox.set_fault("error500")
         status, out, _ = run(capsys, "check", write_ini(tmp_path, sandbox_url))

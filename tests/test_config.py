@@ -310,6 +310,11 @@ class TestPrefixes:
             pytest.param(["/pre\tmium"], "plain path", id="tab"),
             pytest.param("/premium /premium/", "given twice", id="duplicate"),
             pytest.param("/caf%E9", "", id="percent-latin-1-not-utf-8"),
+            pytest.param("/premium, /videos", "comma", id="comma-between"),
+            pytest.param("/premium,/videos", "comma", id="comma-joined"),
+            pytest.param(["/pre mium"], "plain path", id="space-inside"),
+            pytest.param("https://example.com/premium", "no scheme", id="scheme"),
+            pytest.param("//example.com/premium", "no host", id="host"),
         ],
     )
     def test_refused(self, value, problem):

@@ -83,6 +83,38 @@ class TestExamples:
         assert "Set-Cookie" not in refused.headers
 
 
+class GooglebotDNS:
+    """The DNS of one verified Googlebot address."""
+
+    ADDRESS = "66.249.66.1"
+    NAME = "crawl-66-249-66-1.googlebot.com"
+
+    def reverse(self, address):
+        return self.NAME if address == self.ADDRESS else None
+
+    def forward(self, hostname):
+        return [self.ADDRESS] if hostname == self.NAME else []
+
+
+class TestExamplesAndSearchEngines:
+    def test_a_verified_crawler_reads_the_paid_page(self, example, sandbox_url, tmp_path):
+        site = TestApp(
+            example.make_app(
+                api_key="sandbox-key",
+                secret=SECRET,
+                api_base=sandbox_url,
+                store=f"sqlite:///{tmp_path}/journal.sqlite3",
+                crawlers="google",
+                resolver=GooglebotDNS(),
+            ),
+            extra_environ={"REMOTE_ADDR": GooglebotDNS.ADDRESS},
+        )
+        googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+        page = site.get("/premium/article", headers={"User-Agent": googlebot}, status=200)
+        assert PAID_TEXT in page.text
+        assert "private" in page.headers["Cache-Control"]
+
+
 class TestGateOptionsFromEnviron:
     def test_reads_key_secret_and_api_base(self, example, monkeypatch):
         monkeypatch.setenv("ALLOCONV_API_KEY", "env-key")
