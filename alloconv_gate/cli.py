@@ -7,7 +7,7 @@ that ``use`` alloconv_gate. NAME is what ``--filter`` and ``--gate`` take.
     alloconv-gate check site.ini
     alloconv-gate journal site.ini --since 24h --outcome unknown
     alloconv-gate journal site.ini --code AB12CD34 --format json
-    alloconv-gate grant site.ini --gate premium --for 24h --url https://example.com
+    alloconv-gate grant site.ini --gate premium --for 24h --url https://example.com/premium/article
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .alloconv import AlloConv, NumberUnavailable
 from .codes import code_hash, reference
@@ -32,6 +33,7 @@ from .config import (
     parse_duration,
     parse_gates,
 )
+from .paths import PrefixMatcher
 from .store import OUTCOMES, Attempt, StoreError, open_store, sqlite_path
 from .store.redis_store import redacted
 from .tokens import GRANT_LINK_LIFETIME, GRANT_PARAM, GrantLinks
@@ -105,7 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long the access lasts (default: the gate's duration)",
     )
-    grant.add_argument("--url", default="", help="the site's address, e.g. https://example.com")
+    grant.add_argument(
+        "--url",
+        default="",
+        help="the page the visitor paid for, e.g. https://example.com/premium/article "
+        "(its query is kept)",
+    )
     grant.set_defaults(command=cmd_grant)
     return parser
 
@@ -508,6 +515,7 @@ def cmd_grant(args) -> int:
             f"option '--for': at most the gate's duration ({config.duration}s): "
             f"the access cookie cannot outlive it"
         )
+    _link(args.url, "", config)  # a page of this gate, checked before anything is made
     grant_id = uuid.uuid4().hex
     token = GrantLinks(config.secrets, config.scope).issue(grant_id, duration)
     store = _open(config)
@@ -528,14 +536,35 @@ def cmd_grant(args) -> int:
         raise CommandError(f"the link was not made: {exc}") from None
     finally:
         store.close()
-    prefix = config.prefixes[0] or "/"
-    print(f"{args.url.rstrip('/')}{prefix}?{GRANT_PARAM}={token}")
+    print(_link(args.url, token))
     print(
         f"(works once, within {GRANT_LINK_LIFETIME // 60} minutes; gives access for "
         f"{duration} seconds)",
         file=sys.stderr,
     )
     return 0
+
+
+def _link(url: str, token: str, config: GateConfig | None = None) -> str:
+    """``url`` (the page the visitor paid for) with the support link's token in its query.
+
+    With ``config``, only checks that ``url`` names a page under one of the gate's
+    prefixes: a link to the site's home, or to a page the gate does not sell, would give
+    nothing (the gate never sees it).
+    """
+    parts = urlsplit(url.strip())
+    if config is not None:
+        path = unquote(parts.path).encode("utf-8").decode("latin-1")
+        if parts.path in ("", "/") or PrefixMatcher(config.prefixes).match(path) is None:
+            shown = " ".join(p or "/" for p in config.prefixes)
+            raise CommandError(
+                f"option '--url': {url!r} is not a page of this gate (prefixes {shown}): "
+                f"give the page the visitor paid for, e.g. https://example.com"
+                f"{config.prefixes[0] or ''}/article"
+            )
+        return ""
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(parts._replace(query=f"{query}{GRANT_PARAM}={token}", fragment=""))
 
 
 def _open(config: GateConfig):

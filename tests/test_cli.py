@@ -239,11 +239,11 @@ class TestGrant:
             "--for",
             "2h",
             "--url",
-            "https://example.com/",
+            "https://example.com/premium/alpine-huts?lang=fr",
         )
         assert status == 0
         link = out.strip()
-        assert link.startswith("https://example.com/premium?alloconv_grant=")
+        assert link.startswith("https://example.com/premium/alpine-huts?lang=fr&alloconv_grant=")
         assert "works once" in err
         path = link[len("https://example.com") :]
         site.get(path, status=200).forms[0].submit(status=303)
@@ -252,6 +252,15 @@ class TestGrant:
         site.get(path, status=200).forms[0].submit(status=403)
         status, out, _ = run(capsys, "journal", ini, "--outcome", "granted", "--format", "json")
         assert [r["detail"] for r in json.loads(out)] == ["link used", "link issued for 7200s"]
+
+    @pytest.mark.parametrize(
+        "url", ["https://example.com", "https://example.com/", "https://example.com/free/page"]
+    )
+    def test_the_link_must_lead_to_a_page_of_the_gate(self, capsys, ini, url):
+        status, out, err = run(capsys, "grant", ini, "--gate", "premium", "--url", url)
+        assert status == 2
+        assert "'--url'" in err and "/premium" in err
+        assert out == ""
 
     def test_an_unknown_gate(self, capsys, ini):
         status, _, err = run(capsys, "grant", ini, "--gate", "videos")
@@ -316,10 +325,12 @@ class TestNamedGatesInOneSection:
 
     def test_grant_for_a_named_gate_and_the_journal_of_the_section(self, capsys, ini):
         site = TestApp(loadapp(f"config:{ini}"))
-        status, out, _ = run(capsys, "grant", ini, "--gate", "videos", "--for", "1h")
+        status, out, _ = run(
+            capsys, "grant", ini, "--gate", "videos", "--for", "1h", "--url", "/videos/x"
+        )
         assert status == 0
         path = out.strip()
-        assert path.startswith("/videos?alloconv_grant=")
+        assert path.startswith("/videos/x?alloconv_grant=")
         site.get(path, status=200).forms[0].submit(status=303)
         site.get("/videos/x", status=404)  # the demo's own answer: the gate let it through
         site.get("/premium/x", status=402)
