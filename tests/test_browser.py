@@ -109,6 +109,7 @@ class Site:
     url: str
     clock: FakeClock
     text: dict
+    gate: Gate
 
 
 @pytest.fixture(params=["fr", "en"])
@@ -139,7 +140,7 @@ def site(language, duration, sandbox_url):
         language=language,
     )
     with serve(gate) as server:
-        yield Site(server.url, clock, catalogue(language))
+        yield Site(server.url, clock, catalogue(language), gate)
 
 
 def submit(page, text, code):
@@ -260,3 +261,23 @@ class TestScreenshots:
             path = SCREENSHOTS / f"gate-{name}.png"
             page.screenshot(path=path, animations="disabled", caret="hide")
         assert path.stat().st_size > 0
+
+
+class TestSupportLink:
+    """ "I paid and got nothing": support sends a link; the visitor opens it and presses."""
+
+    def test_a_link_opens_the_page_once(self, chromium, site):
+        gate = site.gate
+        parts = gate._parts["/premium"]
+        token = parts.verifier._links.issue("support-case-1", 3600)
+        link = f"{site.url}{ARTICLE}?alloconv_grant={token}"
+        text = site.text
+        with open_page(chromium) as page:
+            assert page.goto(link).status == 200
+            page.get_by_role("button", name=text["link_submit"]).click()
+            expect(page.get_by_role("heading", level=1)).to_have_text(ARTICLE_TITLE)
+            assert "alloconv_grant" not in page.url  # back on the page, without the link
+        with open_page(chromium) as elsewhere:  # the same link, once more
+            elsewhere.goto(link)
+            elsewhere.get_by_role("button", name=text["link_submit"]).click()
+            expect(elsewhere.get_by_role("alert")).to_have_text(text["error_link"])
