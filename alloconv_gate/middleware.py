@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
@@ -145,6 +146,8 @@ class Gate:
             raise ConfigError("store", str(exc)) from None
         if self.store.warning:
             log.warning("%s", self.store.warning)
+        # AlloConv verifications in flight, for all the gates of this filter together.
+        self._in_flight = threading.BoundedSemaphore(site.max_pending)
         self._parts = {}  # prefix -> the parts of the gate that claims it
         for config in configs:
             self._parts.update(dict.fromkeys(config.prefixes, self._gate_parts(config, clock)))
@@ -214,7 +217,7 @@ class Gate:
         return GateParts(
             config,
             AccessTokens(config.secrets, config.prefixes, config.duration, clock, config.scope),
-            Verifier(config, alloconv, self.store, clock),
+            Verifier(config, alloconv, self.store, clock, self._in_flight),
             numbers,
             SetProgress(config.secrets, clock),
         )

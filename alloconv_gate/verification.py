@@ -121,6 +121,7 @@ class Verifier:
         alloconv: AlloConv,
         store: Store,
         clock: Callable[[], float],
+        in_flight: threading.BoundedSemaphore | None = None,
     ):
         self.config = config
         self._alloconv = alloconv
@@ -130,7 +131,9 @@ class Verifier:
         # under any (the journal of the first format used the first secret).
         self._hash_keys = (config.secrets[-1], *config.secrets[:-1])
         self._links = GrantLinks(config.secrets, config.scope, clock)
-        self._in_flight = threading.BoundedSemaphore(config.max_pending)
+        # max_pending is the process's bound, shared by every gate of the filter (the
+        # middleware passes one semaphore to all their verifiers).
+        self._in_flight = in_flight or threading.BoundedSemaphore(config.max_pending)
 
     def journal_gate(self, mount: str) -> str:
         """The gate, as the journal and the rate limits know it: its scope, and its mount."""

@@ -658,3 +658,33 @@ class TestTheRecoveryWindow:
         answer = attacker.type_codes(page, made_up)
         assert answer.status_code == 402
         assert not attacker.reads(page)
+
+
+class TestTheSiteStaysUp:
+    def test_max_pending_bounds_all_the_gates_of_a_filter_together(self, start, sandbox):
+        site = start(
+            gates="a b",
+            **{"a.prefixes": "/a", "b.prefixes": "/b"},
+            max_pending="1",
+            timeout="3",
+        )
+        first, second = Browser(), Browser()
+        forms = [first.get(f"{site.url}/a/x"), second.get(f"{site.url}/b/x")]
+        sandbox.set_fault("hang", script="api-micropaiement")
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(first.post, forms[0].url, data={"code": "HELDCODE1"})
+                for _ in range(100):  # until the first verification is in flight
+                    if sandbox.calls["api-micropaiement"]:
+                        break
+                    time.sleep(0.02)
+                started = time.monotonic()
+                answer = second.post(forms[1].url, data={"code": "OTHERGATE1"})
+                waited = time.monotonic() - started
+                sandbox.clear_fault()
+                held.result()
+        finally:
+            sandbox.clear_fault()
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "5"
+        assert waited < 2  # refused at once, not after AlloConv's 3 s timeout
