@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit
@@ -45,7 +44,7 @@ from .tokens import (
     SetProgress,
     cookie_values,
 )
-from .verification import Decision, Verifier, Visit
+from .verification import Decision, InFlight, Verifier, Visit
 
 log = logging.getLogger("alloconv_gate")
 
@@ -147,7 +146,7 @@ class Gate:
         if self.store.warning:
             log.warning("%s", self.store.warning)
         # AlloConv verifications in flight, for all the gates of this filter together.
-        self._in_flight = threading.BoundedSemaphore(site.max_pending)
+        self._in_flight = InFlight(site.max_pending)
         self._parts = {}  # prefix -> the parts of the gate that claims it
         for config in configs:
             self._parts.update(dict.fromkeys(config.prefixes, self._gate_parts(config, clock)))

@@ -62,6 +62,31 @@ DEFAULT_RATE = (5, 60)  # for that bound when rate_limit is off
 MORE_CODES = "error_more_codes"
 
 
+class InFlight:
+    """The AlloConv verifications in flight in this process: at most ``limit`` in all,
+    and one per client, so that a few addresses sending made-up codes while AlloConv is
+    slow cannot take every slot from paying visitors."""
+
+    def __init__(self, limit: int):
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._clients: set[str] = set()
+
+    def enter(self, client: str) -> str | None:
+        """None if the verification may go ahead (then :meth:`leave` after), else why not."""
+        with self._lock:
+            if client in self._clients:
+                return "a verification of this client is in flight already"
+            if len(self._clients) >= self._limit:
+                return "max_pending reached"
+            self._clients.add(client)
+        return None
+
+    def leave(self, client: str) -> None:
+        with self._lock:
+            self._clients.discard(client)
+
+
 @dataclass(frozen=True)
 class Visit:
     """What the verifier is told of the visitor: who, where, and what their browser holds."""
@@ -121,7 +146,7 @@ class Verifier:
         alloconv: AlloConv,
         store: Store,
         clock: Callable[[], float],
-        in_flight: threading.BoundedSemaphore | None = None,
+        in_flight: InFlight | None = None,
     ):
         self.config = config
         self._alloconv = alloconv
@@ -133,7 +158,7 @@ class Verifier:
         self._links = GrantLinks(config.secrets, config.scope, clock)
         # max_pending is the process's bound, shared by every gate of the filter (the
         # middleware passes one semaphore to all their verifiers).
-        self._in_flight = in_flight or threading.BoundedSemaphore(config.max_pending)
+        self._in_flight = in_flight or InFlight(config.max_pending)
 
     def journal_gate(self, mount: str) -> str:
         """The gate, as the journal and the rate limits know it: its scope, and its mount."""
@@ -228,10 +253,12 @@ class Verifier:
             log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
             return refuse(503, "error_unavailable", retry_after=RETRY_AFTER, code=code)
         # A hanging AlloConv must not take every server thread: past max_pending
-        # verifications in flight, the answer is an immediate 503.
-        if not self._in_flight.acquire(blocking=False):
-            log.warning("%s not sent: max_pending verifications in flight", _who(attempt))
-            self._record_done(attempt, "unavailable", "max_pending reached")
+        # verifications in flight, or a second one for the same client, the answer is an
+        # immediate 503.
+        busy = self._in_flight.enter(visit.client)
+        if busy is not None:
+            log.warning("%s not sent: %s", _who(attempt), busy)
+            self._record_done(attempt, "unavailable", busy)
             return refuse(503, "error_unavailable", retry_after=RETRY_AFTER_BUSY, code=code)
         try:
             try:
@@ -241,7 +268,7 @@ class Verifier:
                 return refuse(503, "error_unavailable", retry_after=RETRY_AFTER, code=code)
             return self._ask(sub)
         finally:
-            self._in_flight.release()
+            self._in_flight.leave(visit.client)
 
     def use_link(self, token: str, client: str, mount: str) -> Decision:
         """A support link (``alloconv-gate grant``): access once, for the time it says."""

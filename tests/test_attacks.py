@@ -67,7 +67,7 @@ def start(sandbox_url, store_url, clock):
     or the workers of one site, do."""
     servers = []
 
-    def start(**options) -> Site:
+    def start(behind_proxy=False, **options) -> Site:
         settings = {
             "api_key": "sandbox-key",
             "secret": SECRET,
@@ -80,13 +80,25 @@ def start(sandbox_url, store_url, clock):
             **options,
         }
         gate = Gate(any_path, clock=clock, **settings)
-        server = serve(gate, threads=16)
+        # Behind a proxy, each browser has its own address (as a proxy-fix middleware
+        # would set it; waitress drops X-Forwarded-For from untrusted peers itself).
+        server = serve(client_address_from_header(gate) if behind_proxy else gate, threads=16)
         servers.append(server)
         return Site(gate, server.url)
 
     yield start
     for server in servers:
         server.close()
+
+
+def client_address_from_header(app):
+    """The client address from ``X-Test-Client``, as a proxy-fix middleware sets it."""
+
+    def with_address(environ, start_response):
+        environ["REMOTE_ADDR"] = environ.get("HTTP_X_TEST_CLIENT", environ["REMOTE_ADDR"])
+        return app(environ, start_response)
+
+    return with_address
 
 
 class Browser:
@@ -229,15 +241,19 @@ class TestLostAnswers:
         return [f"MADEUP{n:04d}" for n in range(count)]
 
     def test_made_up_codes_sent_while_alloconv_hangs_open_at_most_the_budget(self, start, sandbox):
-        site = start(timeout="1", max_pending="20")
+        site = start(timeout="1", max_pending="20", behind_proxy=True)
         page = f"{site.url}/premium/article"
         browser = Browser()
         form = browser.get(page)
         sandbox.set_fault("hang", script="api-micropaiement")
+
+        def send(numbered):  # from ten addresses: one client holds one verification at most
+            n, code = numbered
+            headers = {"X-Test-Client": f"192.0.2.{n}"}
+            return browser.post(form.url, data={"code": code}, headers=headers)
+
         with ThreadPoolExecutor(10) as pool:
-            statuses = list(
-                pool.map(lambda c: browser.post(form.url, data={"code": c}), self.made_up(10))
-            )
+            statuses = list(pool.map(send, enumerate(self.made_up(10))))
         sandbox.clear_fault()
         assert [s.status_code for s in statuses] == [503] * 10
         # Cookies set by concurrent answers overwrite each other; the browser keeps one.
@@ -661,30 +677,66 @@ class TestTheRecoveryWindow:
 
 
 class TestTheSiteStaysUp:
+    """While AlloConv hangs, verifications in flight are bounded: for the whole filter,
+    and to one per client."""
+
+    def hold_one(self, sandbox, browser, url):
+        """A verification left hanging in AlloConv, from ``browser``; returns its future."""
+        pool = ThreadPoolExecutor(1)
+        sandbox.set_fault("hang", script="api-micropaiement")
+        held = pool.submit(browser.post, url, data={"code": "HELDCODE1"})
+        for _ in range(250):  # until it is in flight (bounded: 5 s)
+            if sandbox.calls["api-micropaiement"]:
+                break
+            time.sleep(0.02)
+        pool.shutdown(wait=False)
+        return held
+
+    def try_while_held(self, sandbox, held, browser, url):
+        try:
+            started = time.monotonic()
+            answer = browser.post(url, data={"code": "OTHERCODE1"})
+            waited = time.monotonic() - started
+        finally:
+            sandbox.clear_fault()
+            held.result()
+        return answer, waited
+
     def test_max_pending_bounds_all_the_gates_of_a_filter_together(self, start, sandbox):
         site = start(
+            behind_proxy=True,
             gates="a b",
             **{"a.prefixes": "/a", "b.prefixes": "/b"},
             max_pending="1",
             timeout="3",
         )
         first, second = Browser(), Browser()
+        first.session.headers["X-Test-Client"] = "192.0.2.1"
+        second.session.headers["X-Test-Client"] = "192.0.2.2"
         forms = [first.get(f"{site.url}/a/x"), second.get(f"{site.url}/b/x")]
-        sandbox.set_fault("hang", script="api-micropaiement")
-        try:
-            with ThreadPoolExecutor(1) as pool:
-                held = pool.submit(first.post, forms[0].url, data={"code": "HELDCODE1"})
-                for _ in range(100):  # until the first verification is in flight
-                    if sandbox.calls["api-micropaiement"]:
-                        break
-                    time.sleep(0.02)
-                started = time.monotonic()
-                answer = second.post(forms[1].url, data={"code": "OTHERGATE1"})
-                waited = time.monotonic() - started
-                sandbox.clear_fault()
-                held.result()
-        finally:
-            sandbox.clear_fault()
+        held = self.hold_one(sandbox, first, forms[0].url)
+        answer, waited = self.try_while_held(sandbox, held, second, forms[1].url)
         assert answer.status_code == 503
         assert answer.headers["Retry-After"] == "5"
         assert waited < 2  # refused at once, not after AlloConv's 3 s timeout
+
+    def test_one_client_holds_one_verification_at_most(self, start, sandbox):
+        site = start(behind_proxy=True, max_pending="4", timeout="3")
+        browser, same_address, other = Browser(), Browser(), Browser()
+        for one, address in ((browser, "203.0.113.9"), (same_address, "203.0.113.9")):
+            one.session.headers["X-Test-Client"] = address
+        other.session.headers["X-Test-Client"] = "198.51.100.4"
+        form = browser.get(f"{site.url}/premium/x")
+        held = self.hold_one(sandbox, browser, form.url)
+        try:
+            refused = same_address.post(form.url, data={"code": "OTHERCODE1"})
+            # Someone else is not refused for it: their code goes to (the hanging) AlloConv.
+            asked = other.post(form.url, data={"code": "OTHERCODE2"})
+        finally:
+            sandbox.clear_fault()
+            held.result()
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "5"
+        assert TEXT["error_unavailable"] in alert(refused)
+        assert asked.status_code == 503
+        assert TEXT["error_lost"].split("{")[0] in alert(asked)

@@ -132,14 +132,14 @@ class TestAHangingAlloConv:
         sandbox.set_fault("hang", script="api-micropaiement")
         statuses = []
 
-        def submit():
-            answer = TestApp(gate).post(
+        def submit(address):  # visitors of their own (one verification per client)
+            answer = TestApp(gate, extra_environ={"REMOTE_ADDR": address}).post(
                 "/premium/x", {"code": sandbox.issue_code()}, expect_errors=True
             )
             statuses.append((answer.status_int, time.monotonic()))
 
         started = time.monotonic()
-        hanging = [threading.Thread(target=submit) for _ in range(2)]
+        hanging = [threading.Thread(target=submit, args=(f"192.0.2.{n}",)) for n in (1, 2)]
         for thread in hanging:
             thread.start()
         deadline = time.monotonic() + 5
