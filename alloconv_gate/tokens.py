@@ -223,7 +223,7 @@ class AccessTokens:
                 if checks == MAX_CHECKS:
                     continue  # only what was checked before counts, for this request
                 checks += 1
-                signed = self._signed(verifiers, mount, token)
+                signed = self._signed(verifiers, mount, token, claimed)
             if self._grants_now(signed, prefix):
                 return signed
         return None
@@ -249,22 +249,30 @@ class AccessTokens:
         return None
 
     def _signed(
-        self, verifiers: tuple[URLSafeTimedSerializer, ...], mount: str, token: str
+        self,
+        verifiers: tuple[URLSafeTimedSerializer, ...],
+        mount: str,
+        token: str,
+        claimed: tuple[Signed, bool] | None = None,
     ) -> Signed:
         """What ``token`` says, or ``_BAD``, remembered: a visitor sends the same token with
         every page view, and its signature never changes; time does."""
         signed = self._verified.get((mount, token))
         if signed is None:
-            signed = self._verify(verifiers, token)
+            signed = self._verify(verifiers, token, claimed or self._claims(token))
             if len(self._verified) >= MAX_VERIFIED:
                 self._verified.clear()  # no lock: at worst, some signatures are re-checked
             self._verified[(mount, token)] = signed
         return signed
 
-    def _verify(self, verifiers: tuple[URLSafeTimedSerializer, ...], token: str) -> Signed:
-        """Its signature checked with the serializer of its format only (a forgery costs
-        one check, not one per format)."""
-        claimed = self._claims(token)
+    def _verify(
+        self,
+        verifiers: tuple[URLSafeTimedSerializer, ...],
+        token: str,
+        claimed: tuple[Signed, bool] | None,
+    ) -> Signed:
+        """Its signature checked with the serializer of its format (``claimed``, what
+        :meth:`_claims` read) only: a forgery costs one check, not one per format."""
         if claimed is None:
             return _BAD
         for verifier in verifiers[1:] if claimed[1] else verifiers[:1]:
