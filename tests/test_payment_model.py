@@ -396,13 +396,7 @@ class PaymentModel(RuleBasedStateMachine):
             )
 
     def _post(self, person: Browser, path: str, codes: list[str], fmt: str) -> Answer:
-        if fmt == "form":
-            response = person.app.post(path, [("code", code) for code in codes], status="*")
-        else:
-            body = {"code": codes[0]} if fmt == "json-code" else {"codes": codes}
-            response = person.app.post(
-                path, json.dumps(body), content_type="application/json", status="*"
-            )
+        response = _send(person, path, codes, fmt)
         STATS["requests"] += 1
         set_cookies = tuple(response.headers.getall("Set-Cookie"))
         status = response.status_int
@@ -538,13 +532,7 @@ class PaymentModel(RuleBasedStateMachine):
         person = self.people[browser]
         path = f"{self.specs[gate].prefix}/article"
         calls = self.sandbox.calls["api-micropaiement"]
-        if fmt == "form":
-            response = person.app.post(path, [("code", code) for code in codes], status="*")
-        else:
-            body = {"code": codes[0]} if fmt == "json-code" else {"codes": codes}
-            response = person.app.post(
-                path, json.dumps(body), content_type="application/json", status="*"
-            )
+        response = _send(person, path, codes, fmt)
         STATS["requests"] += 1
         STATS["submissions with access"] += 1
         assert response.status_int == 200, f"browser {browser} has access: {response.status}"
@@ -677,3 +665,11 @@ def _site_parts(sandbox, sandbox_url):
 
 TestCase = PaymentModel.TestCase
 TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None)
+
+
+def _send(person, path: str, codes: list[str], fmt: str):
+    """Post ``codes`` as a form, as ``{"code": ...}`` or as ``{"codes": [...]}``."""
+    if fmt == "form":
+        return person.app.post(path, [("code", code) for code in codes], status="*")
+    body = {"code": codes[0]} if fmt == "json-code" else {"codes": codes}
+    return person.app.post(path, json.dumps(body), content_type="application/json", status="*")
