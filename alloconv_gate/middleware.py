@@ -28,6 +28,7 @@ from webob.request import DisconnectionError
 
 from .alloconv import AlloConv
 from .caching import private_headers
+from .clients import client_key
 from .config import ConfigError, GateConfig, gates_by_key, palier_risks, parse_gates
 from .crawlers import CrawlerCheck
 from .languages import choose_language, likely_first
@@ -443,7 +444,8 @@ def _quote_wsgi(text: str, safe: str) -> str:
 
 
 def _client(request: Request) -> str:
-    return request.remote_addr or "-"
+    """The client as the limits count it: an IPv4 address, or an IPv6 client's /64."""
+    return client_key(request.remote_addr or "")
 
 
 def _grant_link(environ) -> str | None:

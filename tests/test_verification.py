@@ -254,6 +254,20 @@ class TestRateLimits:
         for _ in range(8):
             submit(browser, "ZZZZ9999", 402)
 
+    def test_an_ipv6_client_is_its_64(self, gate, sandbox):
+        # One customer's line: moving to another address of the /64 buys no more tries.
+        for host in range(1, 6):
+            submit(visitor(gate, f"2001:db8:1:2::{host}"), "ZZZZ9999", 402)
+        page = submit(visitor(gate, "2001:db8:1:2:abcd::99"), sandbox.issue_code(), 429)
+        assert "Retry-After" in page.headers
+        # The neighbouring /64 is someone else.
+        submit(visitor(gate, "2001:db8:1:3::1"), sandbox.issue_code(), 303)
+
+    def test_an_ipv4_mapped_address_is_its_ipv4(self, gate, sandbox):
+        for _ in range(5):
+            submit(visitor(gate, "192.0.2.7"), "ZZZZ9999", 402)
+        submit(visitor(gate, "::ffff:192.0.2.7"), sandbox.issue_code(), 429)
+
 
 class FailingStore(MemoryStore):
     """A memory store whose named methods raise StoreError, as a full disk would."""
