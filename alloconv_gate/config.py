@@ -28,6 +28,9 @@ DEFAULT_API_BASE = "https://www.alloconv.fr/scripts"
 # One per catalogue file (fr, en...); with "auto": the visitor's, from Accept-Language.
 LANGUAGES = messages.languages()
 MIN_SECRET_LENGTH = 32
+# Every secret written in the package's examples and README (a test checks that they hold
+# no other): accepted only with an AlloConv on loopback, the sandbox.
+PUBLISHED_SECRETS = frozenset({"demo-secret-do-not-use-in-production-0123456789"})
 # Browsers cap a cookie's lifetime at 400 days; a longer access would end early, silently.
 MAX_DURATION = 400 * 86400
 
@@ -307,14 +310,19 @@ def _parse_gate(name: str, shared: dict, own: dict, here: str, named: bool) -> G
 def _parse_one_gate(name: str, opts: dict[str, Any], here: str) -> GateConfig:
     language = _choice(opts, "language", (*LANGUAGES, "auto"), "fr")
     paliers = _parse_paliers(opts.get("palier"))
+    api_base = _parse_api_base(str(opts.get("api_base", DEFAULT_API_BASE)).strip())
     return GateConfig(
         name=name,
         api_key=_one_of(opts, "api_key", "api_key_file", here, _parse_api_key),
-        secrets=_one_of(opts, "secret", "secret_file", here, _parse_secrets),
+        secrets=_not_published(
+            _one_of(opts, "secret", "secret_file", here, _parse_secrets),
+            api_base,
+            "secret_file" if "secret_file" in opts else "secret",
+        ),
         paliers=paliers,
         prefixes=_parse_prefixes(opts.get("prefixes")),
         duration=parse_duration("duration", opts.get("duration", "24h"), MAX_DURATION),
-        api_base=_parse_api_base(str(opts.get("api_base", DEFAULT_API_BASE)).strip()),
+        api_base=api_base,
         timeout=_parse_timeout(opts.get("timeout", 5)),
         number_ttl=parse_duration("number_ttl", opts.get("number_ttl", "1h"), MAX_DURATION),
         numbers=tuple(
@@ -445,6 +453,26 @@ def _parse_prefixes(value: Any) -> tuple[str, ...]:
             raise ConfigError("prefixes", f"{prefix!r} is given twice")
         prefixes.append(normal)
     return tuple(prefixes)
+
+
+def _not_published(secrets: tuple[str, ...], api_base: str, option: str) -> tuple[str, ...]:
+    """Refuse a secret printed in this package's examples for a site that sells for real.
+
+    Anyone who read the demo can sign access cookies with its secret: with a real AlloConv
+    (an ``api_base`` off loopback) it would open every paid page for free. On loopback it
+    can only be the sandbox, where that is what a demo is for.
+    """
+    if _is_loopback(urlsplit(api_base).hostname or ""):
+        return secrets
+    for position, secret in enumerate(secrets, 1):
+        if secret in PUBLISHED_SECRETS:
+            raise ConfigError(
+                option,
+                f"secret number {position} is the demo's, published in alloconv_gate's "
+                "examples: anyone can sign access cookies with it; make your own "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            )
+    return secrets
 
 
 def _parse_api_base(value: str) -> str:

@@ -101,6 +101,19 @@ class TestCheck:
         assert "FAIL options" in out and "'prefixes'" in out and "comma" in out
         assert "all good" not in out
 
+    def test_the_demo_secret_with_the_real_alloconv_is_a_problem(self, capsys, tmp_path):
+        demo = Path(__file__).resolve().parent.parent / "examples" / "demo.ini"
+        ini = tmp_path / "site.ini"
+        text = demo.read_text().replace(
+            "api_base = http://127.0.0.1:6543/sandbox", "api_base = https://www.alloconv.fr/scripts"
+        )
+        assert "alloconv.fr" in text
+        ini.write_text(text)
+        status, out, _ = run(capsys, "check", ini)
+        assert status == 1
+        assert "FAIL options" in out and "'secret'" in out and "demo" in out
+        assert "all good" not in out
+
     def test_alloconv_unreachable(self, capsys, tmp_path, sandbox, sandbox_url):
         sandbox.set_fault("error500")
         status, out, _ = run(capsys, "check", write_ini(tmp_path, sandbox_url))

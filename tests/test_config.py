@@ -3,12 +3,15 @@ that names the option."""
 
 import dataclasses
 import os
+import re
+from pathlib import Path
 
 import pytest
 
 from alloconv_gate.config import (
     DEFAULT_API_BASE,
     MAX_DURATION,
+    PUBLISHED_SECRETS,
     ConfigError,
     parse_options,
 )
@@ -181,6 +184,45 @@ class TestSecret:
         assert error.option == "secret"
         assert "'secret_file'" in str(error)
         assert "not both" in str(error)
+
+
+class TestPublishedSecret:
+    """The demo's secret is in every copy of the package: with a real AlloConv it would
+    let anyone sign access cookies."""
+
+    DEMO = "demo-secret-do-not-use-in-production-0123456789"
+
+    @pytest.mark.parametrize(
+        "secret",
+        [pytest.param(DEMO, id="alone"), pytest.param(f"{SECRET} {DEMO}", id="kept-for-rotation")],
+    )
+    def test_refused_with_the_real_alloconv(self, secret):
+        error = config_error(ini(secret=secret))  # api_base: the real service
+        assert error.option == "secret"
+        assert "demo" in str(error) and "token_urlsafe" in str(error)
+
+    def test_refused_from_a_file_naming_the_file_option(self, tmp_path):
+        (tmp_path / "secret").write_text(self.DEMO)
+        options = ini(secret=..., secret_file="secret", api_base="https://alloconv.example/s")
+        assert config_error(options, here=str(tmp_path)).option == "secret_file"
+
+    def test_accepted_with_the_sandbox_on_loopback(self):
+        config = parse_options(ini(secret=self.DEMO, api_base="http://127.0.0.1:6543/sandbox"))
+        assert config.secrets == (self.DEMO,)
+
+    def test_every_secret_the_examples_print_is_known(self):
+        """A secret added to an example must join PUBLISHED_SECRETS, or the check above
+        would not know it."""
+        root = Path(__file__).resolve().parent.parent
+        files = [root / "README.md", *sorted((root / "examples").iterdir())]
+        ini_line = re.compile(r"^\s*secret\s*=\s*([\w.~+/=-]+)\s*$", re.M)
+        keyword = re.compile(r"\bsecret=[\"']([^\"']+)[\"']")
+        written = set()
+        for path in filter(Path.is_file, files):
+            text = path.read_text()
+            written.update(ini_line.findall(text), keyword.findall(text))
+        assert self.DEMO in written  # the scan finds the demo's
+        assert written <= PUBLISHED_SECRETS, written - PUBLISHED_SECRETS
 
 
 class TestFiles:
