@@ -241,6 +241,118 @@ class StoreContract:
         assert store.hit("gate|203.0.113.7", 60, 1.0) == 2
         assert store.hit("gate|203.0.113.7", 3600, 2.0) == 1
 
+    def test_count_reads_what_hit_counted_without_counting(self, store):
+        """The gate reads a client's count before a submission, and counts it only with
+        the submission's record: reading must cost no event."""
+        assert store.count("gate|203.0.113.7", 60, 120.0) == 0
+        store.hit("gate|203.0.113.7", 60, 120.0)
+        store.hit("gate|203.0.113.7", 60, 130.0)
+        assert [store.count("gate|203.0.113.7", 60, 150.0) for _ in range(3)] == [2, 2, 2]
+        assert store.count("gate|203.0.113.7", 60, 180.0) == 0  # the next window
+        assert store.count("gate|203.0.113.7", 3600, 150.0) == 0  # another length
+        assert store.count("gate|198.51.100.1", 60, 150.0) == 0
+        assert store.hit("gate|203.0.113.7", 60, 170.0) == 3
+
+    # One transaction for what used to be several
+
+    def test_record_counted_counts_as_hit_does_and_records(self, store):
+        store.hit("gate|203.0.113.7", 60, 990.0)
+        assert store.record_counted(attempt(), "gate|203.0.113.7", 60, 5) == 2
+        assert store.journal() == [attempt()]
+        assert store.count("gate|203.0.113.7", 60, 1000.0) == 2
+        assert store.hit("gate|203.0.113.7", 60, 1001.0) == 3
+
+    def test_record_counted_over_the_limit_counts_but_journals_nothing(self, store):
+        """The submission that finds the last place taken is not journaled as pending,
+        so it is never sent to AlloConv; it still counts, as a hit would."""
+        for n in range(2):
+            store.hit("k", 60, 995.0 + n)
+        assert store.record_counted(attempt(), "k", 60, 2) == 3
+        assert store.journal() == []
+        assert store.count("k", 60, 1000.0) == 3
+
+    def test_record_counted_without_a_limit_always_records(self, store):
+        for n in range(3):
+            store.hit("k", 60, 995.0 + n)
+        done = attempt(outcome="restored")
+        assert store.record_counted(done, "k", 60) == 4
+        assert store.journal() == [done]
+
+    def test_record_counted_counts_in_the_window_of_the_attempts_time(self, store):
+        assert store.record_counted(attempt("a1", 1000.0), "k", 60, 5) == 1  # 960 to 1020
+        assert store.count("k", 60, 1019.0) == 1
+        assert store.record_counted(attempt("a2", 1020.0), "k", 60, 5) == 1  # 1020 to 1080
+        assert store.count("k", 60, 1020.0) == 1
+
+    def test_record_counted_with_an_id_in_the_journal_raises_and_counts_nothing(self, store):
+        first = attempt(outcome="ok")
+        store.record(first)
+        with pytest.raises(StoreError):
+            store.record_counted(attempt(), "k", 60, 5)
+        assert store.journal() == [first]
+        assert store.count("k", 60, 1000.0) == 0
+
+    def test_threads_racing_for_the_last_places_journal_exactly_those(self, store):
+        """8 submissions of one client at once, 3 places left of 5: 3 pending records."""
+        for n in range(2):
+            store.hit("gate|203.0.113.7", 60, 990.0 + n)
+        ids = iter(range(THREADS))
+        lock = threading.Lock()
+
+        def submit():
+            with lock:
+                number = next(ids)
+            return store.record_counted(attempt(f"t{number}"), "gate|203.0.113.7", 60, 5)
+
+        counts = together(THREADS, submit)
+        assert sorted(counts) == list(range(3, 3 + THREADS))
+        assert len(store.journal()) == 3
+
+    def redemption(self, code_hash=HASH, shares="", **fields):
+        values = {"granted_at": 1000.0, "ends_at": 2000.0, "devices": 1, "prefixes": ("/p",)}
+        return Redemption(GATE, code_hash, **{**values, **fields}, shares_devices_with=shares)
+
+    def test_settle_completes_the_pending_record_and_redeems_at_once(self, store):
+        store.record(attempt())
+        done = dataclasses.replace(attempt(), outcome="ok", latency=0.25, detail="OK")
+        store.settle(done, [self.redemption()])
+        assert store.journal() == [done]
+        assert store.journal(outcome=PENDING) == []
+        assert store.journal(outcome="ok") == [done]
+        assert store.redemption(GATE, HASH) == self.redemption()
+
+    def test_settle_keeps_the_rest_of_the_pending_record(self, store):
+        """Only the outcome, latency and detail are the settlement's to write."""
+        store.record(attempt())
+        store.settle(attempt(outcome="ok", latency=0.2, detail="OK", client="198.51.100.9"))
+        assert store.journal() == [attempt(outcome="ok", latency=0.2, detail="OK")]
+
+    def test_settle_without_a_pending_record_adds_the_whole_record(self, store):
+        """A set completed by codes that passed before needs no AlloConv call, so no
+        pending record: its record is written once, with the access."""
+        done = attempt(outcome="restored", detail="set complete")
+        store.settle(done, [self.redemption(), self.redemption(OTHER_HASH, shares=HASH)])
+        assert store.journal() == [done]
+        assert store.redemption(GATE, OTHER_HASH).shares_devices_with == HASH
+        assert store.redemption(GATE, HASH).shares_devices_with == ""
+
+    def test_settle_keeps_a_redemption_that_exists(self, store):
+        """A second OK for the same code must not extend the access or reset its devices."""
+        store.redeem(GATE, HASH, 1000.0, 2000.0, ("/p",))
+        store.add_device(GATE, HASH, 3)
+        store.record(attempt(time=1500.0))
+        store.settle(
+            attempt(time=1500.0, outcome="recovered"),
+            [self.redemption(granted_at=1500.0, ends_at=9000.0)],
+        )
+        assert store.redemption(GATE, HASH) == self.redemption(devices=2)
+
+    def test_settle_without_redemptions_only_writes_the_record(self, store):
+        store.record(attempt())
+        store.settle(attempt(outcome="invalid", latency=0.1, detail="ERR3"))
+        assert [(a.outcome, a.detail) for a in store.journal()] == [("invalid", "ERR3")]
+        assert store.redemption(GATE, HASH) is None
+
     # Support grants
 
     def test_use_grant_once(self, store):

@@ -28,6 +28,7 @@ keyed hash, see :mod:`alloconv_gate.codes`).
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 PENDING = "pending"
@@ -207,6 +208,42 @@ class Store(abc.ABC):
         ``now`` (it starts at ``now // window * window``); return the window's count.
 
         Counts are per key, window length and window start."""
+
+    @abc.abstractmethod
+    def count(self, key: str, window: int, now: float) -> int:
+        """The count :meth:`hit` has made so far for ``key`` in the window holding ``now``
+        (0 if none): a read, no write, so that a visitor under the limit costs no
+        transaction until their submission is journaled (see :meth:`record_counted`)."""
+
+    # Writes folded together: a submission that reaches AlloConv costs two transactions,
+    # one before the call (its pending record, which makes a lost answer recoverable, and
+    # its rate-limit count) and one after (its outcome and what it bought).
+
+    @abc.abstractmethod
+    def record_counted(
+        self, attempt: Attempt, key: str, window: int, limit: int | None = None
+    ) -> int:
+        """In one atomic step: count one event for ``key`` as :meth:`hit` does (in the
+        window holding ``attempt.time``), and add ``attempt`` to the journal as
+        :meth:`record` does unless the count is then over ``limit`` (None: no limit).
+        Returns the count.
+
+        Counting and the check happen together, so that processes and hosts racing for a
+        client's last submission of a window cannot both journal one (and so ask
+        AlloConv). An ``attempt.id`` already in the journal raises :class:`StoreError`
+        and nothing is counted.
+        """
+
+    @abc.abstractmethod
+    def settle(self, attempt: Attempt, redemptions: Sequence[Redemption] = ()) -> None:
+        """In one atomic step: add each redemption as :meth:`redeem` does (one device; one
+        that exists for its gate and code is kept), and write the attempt's final
+        record: its outcome, latency and detail complete the record of the same id (its
+        pending record), or the whole attempt is added when the journal has no such id.
+
+        A code AlloConv accepted then never has an access without its record, or a record
+        saying ``ok`` without its access.
+        """
 
     # Support grants
 

@@ -9,7 +9,13 @@ from .base import Attempt, Claim, Redemption, SetState, Store, StoreError
 
 
 class MemoryStore(Store):
-    """Everything in dicts behind one lock."""
+    """Everything in dicts behind one lock.
+
+    The steps that fold several writes together (:meth:`record_counted`,
+    :meth:`settle`) are made of the single ones, under the same (reentrant) lock: one
+    step for other threads, and a test double that makes ``record`` or ``redeem`` fail
+    makes them fail too.
+    """
 
     warning = (
         "store = memory keeps the journal and redemptions in this process only: they are "
@@ -17,7 +23,7 @@ class MemoryStore(Store):
     )
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._attempts: dict[str, Attempt] = {}
         self._redemptions: dict[tuple[str, str], Redemption] = {}
         self._counters: dict[tuple[str, int, int], int] = {}
@@ -120,6 +126,30 @@ class MemoryStore(Store):
             count = self._counters.get((key, window, start), 0) + 1
             self._counters[(key, window, start)] = count
             return count
+
+    def count(self, key: str, window: int, now: float) -> int:
+        with self._lock:
+            return self._counters.get((key, window, int(now // window * window)), 0)
+
+    def record_counted(self, attempt, key, window, limit=None):
+        with self._lock:
+            if attempt.id in self._attempts:
+                raise StoreError(f"attempt {attempt.id} is already in the journal")
+            count = self.hit(key, window, attempt.time)
+            if limit is None or count <= limit:
+                self.record(attempt)
+            return count
+
+    def settle(self, attempt, redemptions=()):
+        with self._lock:
+            for r in redemptions:
+                self.redeem(
+                    r.gate, r.code_hash, r.granted_at, r.ends_at, r.prefixes, r.shares_devices_with
+                )
+            if attempt.id in self._attempts:
+                self.complete(attempt.id, attempt.outcome, attempt.latency, attempt.detail)
+            else:
+                self.record(attempt)
 
     def use_grant(self, grant_id: str, now: float) -> bool:
         with self._lock:

@@ -109,6 +109,49 @@ for _, code in ipairs(codes) do redis.call('HSET', ARGV[8] .. code, 'completed',
 return {'complete', unpack(codes)}
 """
 
+# KEYS: attempt, journal, gate index, code index, outcome index, counter
+# ARGV: id, time, limit ('' for none), counter ttl, then the attempt's field, value pairs
+_RECORD_COUNTED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local count = redis.call('INCR', KEYS[6])
+redis.call('EXPIRE', KEYS[6], ARGV[4])
+if ARGV[3] == '' or count <= tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+    for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
+end
+return count
+"""
+
+# KEYS: attempt, journal, gate index, code index, index of the new outcome, then one
+#       redemption key per redemption
+# ARGV: id, time, outcome, latency, detail, prefix, N, then the attempt's N field and
+#       value items, then 6 per redemption: gate, code_hash, granted_at, ends_at,
+#       prefixes, shares_devices_with
+_SETTLE = """
+local n = tonumber(ARGV[7])
+local r = 8 + n
+for i = 6, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 0 then
+        redis.call('HSET', KEYS[i], 'gate', ARGV[r], 'code_hash', ARGV[r + 1],
+                   'granted_at', ARGV[r + 2], 'ends_at', ARGV[r + 3], 'devices', 1,
+                   'prefixes', ARGV[r + 4], 'shares_devices_with', ARGV[r + 5])
+    end
+    r = r + 6
+end
+local old = redis.call('HMGET', KEYS[1], 'outcome', 'time')
+if old[1] then
+    redis.call('HSET', KEYS[1], 'outcome', ARGV[3], 'latency', ARGV[4], 'detail', ARGV[5])
+    if old[1] ~= ARGV[3] then
+        redis.call('ZREM', ARGV[6] .. 'journal:outcome:' .. old[1], ARGV[1])
+        redis.call('ZADD', KEYS[5], old[2], ARGV[1])
+    end
+else
+    redis.call('HSET', KEYS[1], unpack(ARGV, 8, 7 + n))
+    for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
+end
+return 1
+"""
+
 # KEYS: redemption; ARGV: max_devices
 _ADD_DEVICE = """
 local devices = redis.call('HGET', KEYS[1], 'devices')
@@ -138,6 +181,27 @@ def redacted(url: str) -> str:
 
 def _key(*parts: object) -> str:
     return PREFIX + ":".join(str(part) for part in parts)
+
+
+def _journal_keys(attempt: Attempt) -> list[str]:
+    """The attempt's hash, then the journal and the indexes that list it."""
+    return [
+        _key("attempt", attempt.id),
+        _key("journal"),
+        _key("journal", "gate", attempt.gate),
+        _key("journal", "code", attempt.code_hash),
+        _key("journal", "outcome", attempt.outcome),
+    ]
+
+
+def _items(attempt: Attempt) -> list[str]:
+    """The attempt's hash fields, as name, value, name, value..."""
+    fields = {name: getattr(attempt, name) for name in _FIELDS}
+    fields["time"] = repr(attempt.time)
+    fields["outcome"] = attempt.outcome
+    fields["latency"] = "" if attempt.latency is None else repr(attempt.latency)
+    fields["detail"] = attempt.detail
+    return [item for pair in fields.items() for item in pair]
 
 
 def _attempt(fields: dict[str, str]) -> Attempt:
@@ -191,6 +255,8 @@ class RedisStore(Store):
         self._redeem = self._client.register_script(_REDEEM)
         self._add_device = self._client.register_script(_ADD_DEVICE)
         self._add_to_set = self._client.register_script(_ADD_TO_SET)
+        self._record_counted = self._client.register_script(_RECORD_COUNTED)
+        self._settle = self._client.register_script(_SETTLE)
         try:
             self.ping()
         except StoreError as error:
@@ -208,25 +274,35 @@ class RedisStore(Store):
     # The journal
 
     def record(self, attempt: Attempt) -> None:
-        keys = [
-            _key("attempt", attempt.id),
-            _key("journal"),
-            _key("journal", "gate", attempt.gate),
-            _key("journal", "code", attempt.code_hash),
-            _key("journal", "outcome", attempt.outcome),
-        ]
-        fields = {name: getattr(attempt, name) for name in _FIELDS}
-        fields["time"] = repr(attempt.time)
-        fields["outcome"] = attempt.outcome
-        fields["latency"] = "" if attempt.latency is None else repr(attempt.latency)
-        fields["detail"] = attempt.detail
-        args = [attempt.id, repr(attempt.time)]
-        for name, value in fields.items():
-            args += [name, value]
+        args = [attempt.id, repr(attempt.time), *_items(attempt)]
         with self._failing(f"record attempt {attempt.id}"):
-            added = self._record(keys=keys, args=args)
+            added = self._record(keys=_journal_keys(attempt), args=args)
         if not added:
             raise StoreError(f"attempt {attempt.id} is already in the journal")
+
+    def record_counted(self, attempt, key, window, limit=None):
+        start = int(attempt.time // window * window)
+        keys = [*_journal_keys(attempt), _key("hit", window, start, key)]
+        ttl = max(2 * window, MIN_COUNTER_TTL)
+        args = [attempt.id, repr(attempt.time), "" if limit is None else limit, ttl]
+        with self._failing(f"count and record attempt {attempt.id}"):
+            count = self._record_counted(keys=keys, args=[*args, *_items(attempt)])
+        if count < 0:
+            raise StoreError(f"attempt {attempt.id} is already in the journal")
+        return count
+
+    def settle(self, attempt, redemptions=()):
+        keys = _journal_keys(attempt)
+        keys += [_key("redemption", r.code_hash, r.gate) for r in redemptions]
+        latency = "" if attempt.latency is None else repr(attempt.latency)
+        items = _items(attempt)
+        args = [attempt.id, repr(attempt.time), attempt.outcome, latency, attempt.detail]
+        args += [PREFIX, len(items), *items]
+        for r in redemptions:
+            args += [r.gate, r.code_hash, repr(r.granted_at), repr(r.ends_at)]
+            args += [json.dumps(list(r.prefixes)), r.shares_devices_with]
+        with self._failing(f"settle attempt {attempt.id}"):
+            self._settle(keys=keys, args=args)
 
     def complete(self, attempt_id: str, outcome: str, latency: float | None, detail: str) -> None:
         latency_field = "" if latency is None else repr(latency)
@@ -382,6 +458,12 @@ class RedisStore(Store):
             pipe.expire(counter, max(2 * window, MIN_COUNTER_TTL))
             count, _ = pipe.execute()
         return count
+
+    def count(self, key: str, window: int, now: float) -> int:
+        counter = _key("hit", window, int(now // window * window), key)
+        with self._failing("read a count"):
+            value = self._client.get(counter)
+        return int(value) if value else 0
 
     # Support grants
 

@@ -193,37 +193,58 @@ class SqliteStore(Store):
 
     def record(self, attempt: Attempt) -> None:
         with self._write("record an attempt") as conn:
-            cursor = conn.execute(
-                f"INSERT OR IGNORE INTO attempts ({_ATTEMPT_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    attempt.id,
-                    attempt.time,
-                    attempt.gate,
-                    attempt.palier,
-                    attempt.client,
-                    attempt.code_masked,
-                    attempt.code_hash,
-                    attempt.outcome,
-                    attempt.latency,
-                    attempt.detail,
-                ),
+            self._insert(conn, attempt)
+
+    def _insert(self, conn: sqlite3.Connection, attempt: Attempt) -> None:
+        cursor = conn.execute(
+            f"INSERT OR IGNORE INTO attempts ({_ATTEMPT_COLUMNS}) "  # noqa: S608 - constant
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                attempt.id,
+                attempt.time,
+                attempt.gate,
+                attempt.palier,
+                attempt.client,
+                attempt.code_masked,
+                attempt.code_hash,
+                attempt.outcome,
+                attempt.latency,
+                attempt.detail,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise StoreError(
+                f"sqlite store {self.path}: attempt {attempt.id} is already in the journal"
             )
-            if cursor.rowcount != 1:
-                raise StoreError(
-                    f"sqlite store {self.path}: attempt {attempt.id} is already in the journal"
-                )
 
     def complete(self, attempt_id: str, outcome: str, latency: float | None, detail: str) -> None:
         with self._write("complete an attempt") as conn:
-            cursor = conn.execute(
-                "UPDATE attempts SET outcome = ?, latency = ?, detail = ? WHERE id = ?",
-                (outcome, latency, detail, attempt_id),
-            )
-            if cursor.rowcount != 1:
+            if not _complete(conn, attempt_id, outcome, latency, detail):
                 raise StoreError(
                     f"sqlite store {self.path}: no attempt {attempt_id} in the journal"
                 )
+
+    def record_counted(self, attempt, key, window, limit=None):
+        with self._write("count and record an attempt") as conn:
+            count = _hit(conn, key, window, attempt.time)
+            if limit is None or count <= limit:
+                self._insert(conn, attempt)  # raises, and so rolls the count back
+        return count
+
+    def settle(self, attempt, redemptions=()):
+        with self._write("settle an attempt") as conn:
+            for r in redemptions:
+                _redeem(
+                    conn,
+                    r.gate,
+                    r.code_hash,
+                    r.granted_at,
+                    r.ends_at,
+                    r.prefixes,
+                    r.shares_devices_with,
+                )
+            if not _complete(conn, attempt.id, attempt.outcome, attempt.latency, attempt.detail):
+                self._insert(conn, attempt)
 
     def journal(
         self,
@@ -264,18 +285,7 @@ class SqliteStore(Store):
 
     def redeem(self, gate, code_hash, granted_at, ends_at, prefixes=(), shares_devices_with=""):
         with self._write("record a redemption") as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO redemptions (gate, code_hash, granted_at, ends_at, "
-                "devices, prefixes, shares_devices_with) VALUES (?, ?, ?, ?, 1, ?, ?)",
-                (
-                    gate,
-                    code_hash,
-                    granted_at,
-                    ends_at,
-                    json.dumps(list(prefixes)),
-                    shares_devices_with,
-                ),
-            )
+            _redeem(conn, gate, code_hash, granted_at, ends_at, prefixes, shares_devices_with)
 
     def add_device(self, gate: str, code_hash: str, max_devices: int) -> bool:
         with self._write("count a device") as conn:
@@ -334,20 +344,16 @@ class SqliteStore(Store):
     # Rate limits
 
     def hit(self, key: str, window: int, now: float) -> int:
-        start = int(now // window * window)
         with self._write("count a hit") as conn:
-            # Windows that have ended, of any length: an index range, usually empty.
-            conn.execute("DELETE FROM counters WHERE ends <= ?", (now,))
-            conn.execute(
-                "INSERT INTO counters (key, seconds, start, ends, count) VALUES (?, ?, ?, ?, 1) "
-                "ON CONFLICT (key, seconds, start) DO UPDATE SET count = count + 1",
-                (key, window, start, start + window),
-            )
-            (count,) = conn.execute(
+            return _hit(conn, key, window, now)
+
+    def count(self, key: str, window: int, now: float) -> int:
+        with self._read("read a count") as conn:
+            row = conn.execute(
                 "SELECT count FROM counters WHERE key = ? AND seconds = ? AND start = ?",
-                (key, window, start),
+                (key, window, int(now // window * window)),
             ).fetchone()
-        return count
+        return 0 if row is None else row[0]
 
     # Support grants
 
@@ -478,6 +484,40 @@ class SqliteStore(Store):
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+
+
+def _complete(conn: sqlite3.Connection, attempt_id, outcome, latency, detail) -> bool:
+    """Set an attempt's outcome; whether the journal had it."""
+    cursor = conn.execute(
+        "UPDATE attempts SET outcome = ?, latency = ?, detail = ? WHERE id = ?",
+        (outcome, latency, detail, attempt_id),
+    )
+    return cursor.rowcount == 1
+
+
+def _redeem(conn: sqlite3.Connection, gate, code_hash, granted_at, ends_at, prefixes, shares):
+    conn.execute(
+        "INSERT OR IGNORE INTO redemptions (gate, code_hash, granted_at, ends_at, "
+        "devices, prefixes, shares_devices_with) VALUES (?, ?, ?, ?, 1, ?, ?)",
+        (gate, code_hash, granted_at, ends_at, json.dumps(list(prefixes)), shares),
+    )
+
+
+def _hit(conn: sqlite3.Connection, key: str, window: int, now: float) -> int:
+    """Count one event in the window holding ``now``, inside the caller's transaction."""
+    start = int(now // window * window)
+    # Windows that have ended, of any length: an index range, usually empty.
+    conn.execute("DELETE FROM counters WHERE ends <= ?", (now,))
+    conn.execute(
+        "INSERT INTO counters (key, seconds, start, ends, count) VALUES (?, ?, ?, ?, 1) "
+        "ON CONFLICT (key, seconds, start) DO UPDATE SET count = count + 1",
+        (key, window, start, start + window),
+    )
+    (count,) = conn.execute(
+        "SELECT count FROM counters WHERE key = ? AND seconds = ? AND start = ?",
+        (key, window, start),
+    ).fetchone()
+    return count
 
 
 def _open_codes(conn: sqlite3.Connection, gate: str, set_id: str, since: float):
