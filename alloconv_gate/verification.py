@@ -44,6 +44,7 @@ from .alloconv import AlloConv, Check, Verdict
 from .codes import code_hash, local_problem, mask_code, reference
 from .config import GateConfig
 from .store import PENDING, Attempt, Redemption, Store, StoreError
+from .store.local import LocalCounts
 from .tokens import GrantLinks, SetProgress
 
 log = logging.getLogger("alloconv_gate")
@@ -156,6 +157,13 @@ class Verifier:
         # under any (the journal of the first format used the first secret).
         self._hash_keys = (config.secrets[-1], *config.secrets[:-1])
         self._links = GrantLinks(config.secrets, config.scope, clock)
+        # What this process remembers so that junk costs no disk write: the clients the
+        # store said are over rate_limit (until their window ends), and the local refusals
+        # of each client journaled in the window. The submission whose rate-limit count
+        # is still owed (made with its record) is the thread's: one at a time.
+        self._over_limit = LocalCounts()
+        self._local_records = LocalCounts()
+        self._uncounted = threading.local()
         # max_pending is the process's bound, shared by every gate of the filter (the
         # middleware passes one semaphore to all their verifiers).
         self._in_flight = in_flight or InFlight(config.max_pending)
@@ -262,10 +270,12 @@ class Verifier:
             return refuse(503, "error_unavailable", retry_after=RETRY_AFTER_BUSY, code=code)
         try:
             try:
-                self._store.record(attempt)
+                limited = self._record_pending(attempt)
             except StoreError as exc:
                 log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
                 return refuse(503, "error_unavailable", retry_after=RETRY_AFTER, code=code)
+            if limited is not None:
+                return limited
             return self._ask(sub)
         finally:
             self._in_flight.leave(visit.client)
@@ -292,27 +302,63 @@ class Verifier:
 
     def _record_local_refusal(self, attempt: Attempt, problem: str) -> None:
         """Journal a typo, but not a flood of junk: at most LOCAL_RECORDS_FACTOR times the
-        rate limit per client and window (they cost no AlloConv call, only disk)."""
+        rate limit per client and window, in each process. They cost no AlloConv call,
+        and are counted in this process, so that past the bound they cost no disk write
+        either (a counter in the store would cost one each)."""
         limit, window = self.config.rate_limit or DEFAULT_RATE
-        key = f"{attempt.gate}|{attempt.client}|local"
-        try:
-            if self._store.hit(key, window, attempt.time) > LOCAL_RECORDS_FACTOR * limit:
-                return
-        except StoreError:
+        key = f"{attempt.gate}|{attempt.client}"
+        if self._local_records.add(key, window, attempt.time) > LOCAL_RECORDS_FACTOR * limit:
             return
         self._record_done(attempt, "refused-locally", problem)
 
     def _rate_limited(self, attempt: Attempt) -> Decision | None:
+        """429 past ``rate_limit``, from the store's counter, which every process and host
+        shares; reading it costs no write. A submission under the limit is counted with
+        the first record it writes (:meth:`_record_pending`, :meth:`_record_done`). Once
+        the store has said a client is over the limit, this process refuses them at once
+        until the window ends, without touching the store."""
         if self.config.rate_limit is None:
             return None
         limit, window = self.config.rate_limit
-        count = self._store.hit(f"{attempt.gate}|{attempt.client}", window, attempt.time)
-        if count <= limit:
+        key = f"{attempt.gate}|{attempt.client}"
+        if self._over_limit.get(key, window, attempt.time):
+            return _too_many(attempt.time, window)
+        if self._store.count(key, window, attempt.time) < limit:
+            self._uncounted.attempt_id = attempt.id
             return None
-        if count == limit + 1:  # the first refusal of the window is journaled, not a flood
+        return self._over(attempt, self._store.hit(key, window, attempt.time))
+
+    def _over(self, attempt: Attempt, count: int) -> Decision:
+        """The store counted ``count`` submissions of this client in the window, past the
+        limit: remembered here until the window ends. Only the window's first refusal
+        (across every process) is journaled, not a flood."""
+        limit, window = self.config.rate_limit
+        self._over_limit.add(f"{attempt.gate}|{attempt.client}", window, attempt.time)
+        if count == limit + 1:
             log.warning("%s refused: over rate_limit", _who(attempt))
             self._record_done(attempt, "rate-limited", "")
-        return refuse(429, "error_rate_limited", retry_after=_window_left(attempt.time, window))
+        return _too_many(attempt.time, window)
+
+    def _record_pending(self, attempt: Attempt) -> Decision | None:
+        """The pending record, written before AlloConv is asked, with the submission's
+        rate-limit count in the same transaction: one write instead of two, and exact
+        across processes and hosts (a window's last place goes to one submission). None,
+        or a 429 when others took the last place since the count was read."""
+        key = self._owed(attempt)
+        if key is None:
+            self._store.record(attempt)
+            return None
+        limit, window = self.config.rate_limit
+        count = self._store.record_counted(attempt, key, window, limit)
+        return None if count <= limit else self._over(attempt, count)
+
+    def _owed(self, attempt: Attempt) -> str | None:
+        """The rate-limit key of this submission, if its count is still to be made (with
+        the record being written: then no longer owed); else None."""
+        if getattr(self._uncounted, "attempt_id", None) != attempt.id:
+            return None
+        self._uncounted.attempt_id = None
+        return f"{attempt.gate}|{attempt.client}"
 
     def _redemption(self, sub: _Submission) -> Redemption | None:
         """The access this code bought on this gate's paths, if it bought one.
@@ -589,13 +635,15 @@ class Verifier:
         attempt = sub.attempt
         until = int(attempt.time) + self.config.duration
         prefixes = self.config.prefixes
+        # One access, whatever the number of codes it took: its browsers are counted on
+        # the first code's redemption.
+        redemptions = [
+            Redemption(sub.site, hashed, attempt.time, until, 1, prefixes, shared)
+            for hashed in codes
+            for shared in [codes[0] if hashed != codes[0] else ""]
+        ]
         try:
-            # One access, whatever the number of codes it took: its browsers are counted
-            # on the first code's redemption.
-            for hashed in codes:
-                shared = codes[0] if hashed != codes[0] else ""
-                self._store.redeem(sub.site, hashed, attempt.time, until, prefixes, shared)
-            self._finish(sub, outcome, check, detail, raising=True)
+            self._finish(sub, outcome, check, detail, redemptions=redemptions)
         except StoreError as exc:
             # Paid is paid: the cookie goes out, and the record goes to the log in full.
             done = dataclasses.replace(attempt, outcome=outcome or "restored", detail=detail or "")
@@ -613,22 +661,29 @@ class Verifier:
         check: Check | None,
         detail: str | None,
         *,
-        raising: bool = False,
+        redemptions: list[Redemption] | None = None,
     ) -> None:
         """Complete the attempt's record (asked AlloConv), or write it (no call); a code
-        that counted already (``outcome`` None) is journaled ``restored``."""
+        that counted already (``outcome`` None) is journaled ``restored``.
+
+        With ``redemptions`` (the access the code bought), the record and the access are
+        written in one transaction (:meth:`Store.settle`), and a failure raises: the
+        caller logs the whole record, and the visitor who paid still gets in.
+        """
         attempt = sub.attempt
         answer = check.answer if check else ""
         text = detail if detail is not None else answer
-        if check is None:
-            if raising:
-                self._store.record(
-                    dataclasses.replace(attempt, outcome=outcome or "restored", detail=text)
-                )
-            else:
-                self._record_done(attempt, outcome or "restored", text)
-        elif raising:
-            self._store.complete(attempt.id, outcome or "restored", check.latency, text)
+        if redemptions is not None:
+            latency = check.latency if check else attempt.latency
+            key = self._owed(attempt)
+            if key is not None:  # a set completed without a call: its count, apart
+                self._store.hit(key, self.config.rate_limit[1], attempt.time)
+            done = dataclasses.replace(
+                attempt, outcome=outcome or "restored", latency=latency, detail=text
+            )
+            self._store.settle(done, redemptions)
+        elif check is None:
+            self._record_done(attempt, outcome or "restored", text)
         else:
             self._complete(attempt, outcome or "restored", dataclasses.replace(check, answer=text))
 
@@ -642,9 +697,15 @@ class Verifier:
             log.error("store failed completing a record: %s; record: %r", exc, done)
 
     def _record_done(self, attempt: Attempt, outcome: str, detail: str) -> None:
-        """Journal a submission that needed no AlloConv call; a failure only logs."""
+        """Journal a submission that needed no AlloConv call, with its rate-limit count
+        in the same transaction if it is still owed; a failure only logs."""
+        done = dataclasses.replace(attempt, outcome=outcome, detail=detail)
+        key = self._owed(attempt)
         try:
-            self._store.record(dataclasses.replace(attempt, outcome=outcome, detail=detail))
+            if key is None:
+                self._store.record(done)
+            else:
+                self._store.record_counted(done, key, self.config.rate_limit[1])
         except StoreError as exc:
             log.error("store failed recording %s (%s): %s", _who(attempt), outcome, exc)
 
@@ -670,6 +731,10 @@ def _to_support(sub: _Submission) -> Decision:
 def _again(sub: _Submission) -> _Submission:
     """The same submission under a new record id (the first one is completed already)."""
     return dataclasses.replace(sub, attempt=dataclasses.replace(sub.attempt, id=uuid.uuid4().hex))
+
+
+def _too_many(now: float, window: int) -> Decision:
+    return refuse(429, "error_rate_limited", retry_after=_window_left(now, window))
 
 
 def _window_left(now: float, window: int) -> int:
