@@ -10,6 +10,16 @@ the second, since only Google answers for googlebot.com.
 The User-Agent serves only as a pre-filter: an ordinary visitor's request costs no DNS
 lookup. Answers, good and bad, are cached per address.
 
+The check must not let a burst of requests claiming to be crawlers hold the site: the
+system resolver cannot be timed out, and whoever owns an address also owns its reverse
+zone, so can make its PTR answer as slow as the resolver allows. Hence each lookup runs
+in a daemon thread of its own, never in the server's thread; one address has at most one
+lookup running, which every request from it shares; at most :data:`MAX_LOOKUPS` run at
+once; at most :data:`MAX_WAITING` server threads wait for one, each until the lookup's
+deadline (:data:`LOOKUP_DEADLINE` after it started). Any request that cannot wait, or
+whose lookup misses its deadline, is an ordinary visitor (the gate page, never access);
+a late answer is still cached for the next request.
+
 Only the domains the engines' *indexing* crawlers come from are trusted. Google's
 verification page also lists ``google.com`` and ``googleusercontent.com``, for its
 special-case crawlers and its user-triggered fetchers: those fetch on behalf of people,
@@ -37,6 +47,18 @@ log = logging.getLogger("alloconv_gate")
 # unverified before it is asked again.
 ERROR_TTL = 60
 MAX_ENTRIES = 10_000
+# DNS lookups running at once (in their own threads), per check (one per filter section).
+# Beyond it, a new address is an ordinary visitor: a lookup stuck in the resolver keeps
+# its place until the resolver gives up: a hostile reverse zone costs four threads of
+# ours at most, none of the server's.
+MAX_LOOKUPS = 4
+# Server threads waiting at once for a lookup's answer. Fewer than the lookups and than
+# any server's threads (waitress's default is 4): an address whose PTR answers just
+# before the deadline, again and again, holds this many threads and no more.
+MAX_WAITING = 2
+# Seconds a request waits for its address's lookup, counted from the lookup's start. A
+# crawler's PTR is answered in milliseconds from a resolver's cache, rarely over a second.
+LOOKUP_DEADLINE = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,9 +93,9 @@ class SystemResolver:
     Neither call can be given a timeout: ``socket.gethostbyaddr`` and
     ``socket.getaddrinfo`` block for as long as the system resolver takes (glibc: 5
     seconds per try, 2 tries per name server, unless ``options timeout: attempts:`` in
-    /etc/resolv.conf say otherwise). Only the first request of a claimed crawler from a
-    new address waits for it: :class:`CrawlerCheck` caches the answers. Any other error
-    than "no such name" is raised, and the check then fails closed.
+    /etc/resolv.conf say otherwise). :class:`CrawlerCheck` therefore calls them in a
+    thread of their own and stops waiting at its deadline, and caches the answers. Any
+    other error than "no such name" is raised, and the check then fails closed.
     """
 
     # h_errno values (netdb.h) that are answers: there is no such name.
@@ -107,7 +129,10 @@ class CrawlerCheck:
     ``resolver`` (an object with ``reverse`` and ``forward``, see :class:`Resolver`) and
     ``clock`` are for tests. Answers are kept ``ttl`` seconds per address, for at most
     ``max_entries`` addresses (the oldest go first); a lookup that fails is retried after
-    :data:`ERROR_TTL` seconds, and until then the address is not verified.
+    :data:`ERROR_TTL` seconds, and until then the address is not verified. A request waits
+    at most ``deadline`` seconds (real time, from the start of its address's lookup) for
+    an answer, and only when fewer than ``max_waiting`` others wait; at most
+    ``max_lookups`` lookups run at once (see the module's docstring).
 
     Security: the check trusts the client address it is given. Behind a reverse proxy,
     ``REMOTE_ADDR`` must be the real client's, set by a proxy-fix middleware that trusts
@@ -123,6 +148,9 @@ class CrawlerCheck:
         clock: Callable[[], float] = time.time,
         ttl: float = 86400,
         max_entries: int = MAX_ENTRIES,
+        deadline: float = LOOKUP_DEADLINE,
+        max_lookups: int = MAX_LOOKUPS,
+        max_waiting: int = MAX_WAITING,
     ):
         names = tuple(dict.fromkeys(engines))
         for name in names:
@@ -133,9 +161,15 @@ class CrawlerCheck:
         self._clock = clock
         self.ttl = ttl
         self.max_entries = max_entries
+        self.deadline = deadline
+        self.max_lookups = max_lookups
+        self.max_waiting = max_waiting
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified as each lookup ends
         # address -> (time the entry expires, the engine it is verified for or None)
         self._cache: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._running: dict[str, _Lookup] = {}  # address -> its lookup, until it ends
+        self._waiting = 0  # server threads waiting for a lookup's answer
 
     def claimed(self, user_agent: str) -> tuple[str, ...]:
         """The engines whose bots ``user_agent`` claims to be (no lookup)."""
@@ -147,7 +181,8 @@ class CrawlerCheck:
     def crawler(self, client_address: str, user_agent: str) -> str | None:
         """The engine whose verified crawler sent the request, or None.
 
-        No DNS lookup unless ``user_agent`` claims one of the engines' bots.
+        No DNS lookup unless ``user_agent`` claims one of the engines' bots. None, too,
+        when the answer is not known within the bounds of the module's docstring.
         """
         claimed = self.claimed(user_agent)
         if not claimed:
@@ -161,28 +196,79 @@ class CrawlerCheck:
     def is_verified(self, client_address: str, user_agent: str) -> bool:
         return self.crawler(client_address, user_agent) is not None
 
+    @property
+    def lookups_running(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no lookup runs (so that late answers are cached); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
     def _verified(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         key = str(address)
-        now = self._clock()
         with self._lock:
             entry = self._cache.get(key)
-            if entry is not None and now < entry[0]:
+            if entry is not None and self._clock() < entry[0]:
                 return entry[1]
-        # Outside the lock: a slow lookup must not hold up the other threads.
+            lookup = self._running.get(key)
+            start = lookup is None
+            if start:
+                if len(self._running) >= self.max_lookups:
+                    log.debug("crawler check of %s: %d lookups running", key, len(self._running))
+                    return None
+                lookup = self._running[key] = _Lookup(time.monotonic() + self.deadline)
+            wait = self._waiting < self.max_waiting
+            if wait:
+                self._waiting += 1
+        if start:
+            thread = threading.Thread(
+                target=self._run, args=(key, address, lookup), name="alloconv_gate-dns"
+            )
+            thread.daemon = True  # a lookup stuck in the resolver must not delay exit
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had: an ordinary visitor
+                log.warning("crawler check of %s not started: %r", key, exc)
+                self._finish(key, lookup, None, 0.0)  # cached as expired already
+        if not wait:
+            return None
+        try:
+            lookup.done.wait(max(0.0, lookup.deadline - time.monotonic()))
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        if not lookup.done.is_set():
+            log.info("crawler check of %s: no answer within %s s", key, self.deadline)
+            return None
+        return lookup.engine
+
+    def _run(self, key: str, address, lookup: _Lookup) -> None:
+        """Look ``address`` up in this thread, then cache and hand over the answer."""
+        engine = None
+        expires = 0.0
         try:
             engine, host = self._lookup(address)
         except Exception as exc:  # any failure: not verified (fail closed)
             log.warning("crawler check of %s failed: %r", key, exc)
-            engine, expires = None, now + min(ERROR_TTL, self.ttl)
+            expires = self._clock() + min(ERROR_TTL, self.ttl)
         else:
             log.info("crawler check: %s is %s (%s)", key, host or "no name", engine or "refused")
-            expires = now + self.ttl
+            expires = self._clock() + self.ttl
+        finally:  # even on an unexpected BaseException: the address is not kept busy
+            self._finish(key, lookup, engine, expires)
+
+    def _finish(self, key: str, lookup: _Lookup, engine: str | None, expires: float) -> None:
         with self._lock:
             self._cache.pop(key, None)
             self._cache[key] = (expires, engine)
             while len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
-        return engine
+            lookup.engine = engine
+            del self._running[key]
+            self._idle.notify_all()
+        lookup.done.set()
 
     def _lookup(self, address) -> tuple[str | None, str | None]:
         """(the engine, the host name): reverse, then forward back to ``address``."""
@@ -198,6 +284,17 @@ class CrawlerCheck:
         if not any(_address(found) == address for found in self._resolver.forward(host)):
             return None, host
         return engine, host
+
+
+class _Lookup:
+    """One address's lookup in flight: its deadline, then its answer."""
+
+    __slots__ = ("deadline", "done", "engine")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline  # time.monotonic() after which nobody waits for it
+        self.done = threading.Event()
+        self.engine: str | None = None
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

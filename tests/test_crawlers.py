@@ -2,14 +2,28 @@
 User-Agent alone, answers cached. DNS is an injected resolver: no test leaves the host."""
 
 import socket
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
+import requests
 from clock import FakeClock
+from servers import serve
 from webtest import TestApp
 
 from alloconv_gate import ConfigError, Gate
 from alloconv_gate.config import parse_options
-from alloconv_gate.crawlers import ERROR_TTL, CrawlerCheck, SystemResolver
+from alloconv_gate.crawlers import (
+    ERROR_TTL,
+    MAX_LOOKUPS,
+    MAX_WAITING,
+    CrawlerCheck,
+    SystemResolver,
+)
 
 KEY = "sandbox-key"
 SECRET = "correct-horse-battery-staple-0123456789"
@@ -71,6 +85,10 @@ class RecordingApp:
         self.environs.append(environ)
         start_response("200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")])
         return [PAID]
+
+    def crawlers(self):
+        """The engines of the requests that reached the app as a verified crawler."""
+        return [e["alloconv_gate.crawler"] for e in self.environs if "alloconv_gate.crawler" in e]
 
 
 @pytest.fixture
@@ -402,3 +420,245 @@ class TestSystemResolver:
         check = CrawlerCheck(("google",), clock=clock)
         assert check.crawler(GOOGLE_IP, GOOGLEBOT_UA) == "google"
         assert not check.is_verified("66.249.66.2", GOOGLEBOT_UA)
+
+
+# A slow DNS, over real HTTP: a burst of requests claiming to be Googlebot must not hold
+# the site. The resolver blocks until the test releases it, so that what each request
+# does while a lookup hangs is seen, with no timing to guess.
+
+RESOLVER_WAIT = 30  # seconds a blocked resolver waits at most, should a test go wrong
+STATUS_WAIT = 10  # seconds a test waits at most for what must happen at once
+
+
+class SlowResolver(FakeResolver):
+    """A :class:`FakeResolver` whose ``reverse`` blocks until :attr:`release` is set,
+    counting how many lookups are in it at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)  # released once per reverse() entered
+        self._lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+
+    def reverse(self, address):
+        answer = super().reverse(address)  # records the call as it is asked
+        with self._lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        self.entered.release()
+        try:
+            if not self.release.wait(RESOLVER_WAIT):
+                raise TimeoutError("the test never released the resolver")
+            return answer
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+    def wait_entered(self, count):
+        for _ in range(count):
+            assert self.entered.acquire(timeout=STATUS_WAIT), "a lookup never started"
+
+    def reverse_calls(self):
+        return [call for call in self.calls if call[0] == "reverse"]
+
+
+def client_address_from_header(app):
+    """The client address from ``X-Test-Client``, as a proxy-fix middleware sets it."""
+
+    def with_address(environ, start_response):
+        environ["REMOTE_ADDR"] = environ.get("HTTP_X_TEST_CLIENT", environ["REMOTE_ADDR"])
+        return app(environ, start_response)
+
+    return with_address
+
+
+@dataclass
+class Served:
+    url: str
+    check: CrawlerCheck
+    resolver: SlowResolver
+
+    def claim(self, address, user_agent=GOOGLEBOT_UA):
+        """A GET of the paid page claiming to be ``user_agent`` from ``address``:
+        (status, seconds taken)."""
+        started = time.perf_counter()
+        answer = requests.get(
+            self.url + "/premium/article",
+            headers={"User-Agent": user_agent, "X-Test-Client": address},
+            timeout=RESOLVER_WAIT + STATUS_WAIT,
+        )
+        return answer.status_code, time.perf_counter() - started
+
+
+@pytest.fixture
+def slow_resolver():
+    return SlowResolver()
+
+
+@pytest.fixture
+def served(sandbox_url, clock, slow_resolver, app):
+    """The gate with the slow resolver, behind a proxy-fix, under waitress with its
+    default 4 threads: two requests waiting for DNS must leave the other two free."""
+    gate = Gate(
+        app,
+        clock=clock,
+        resolver=slow_resolver,
+        api_key=KEY,
+        secret=SECRET,
+        palier="fra1",
+        prefixes="/premium",
+        api_base=sandbox_url,
+        store="memory",
+        crawlers="google",
+        rate_limit="off",
+    )
+    check = gate._crawlers
+    with serve(client_address_from_header(gate), threads=4) as server:
+        try:
+            yield Served(server.url, check, slow_resolver)
+        finally:  # no request thread may still wait when the server stops
+            slow_resolver.release.set()
+            assert check.wait_idle(STATUS_WAIT)
+
+
+@contextmanager
+def concurrently(served, threads):
+    """A pool of ``threads`` clients; on the way out the resolver is released, so that a
+    failed assertion does not leave the clients waiting for it."""
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            yield pool
+        finally:
+            served.resolver.release.set()
+
+
+def median_latency(session, url, times=30):
+    """The median seconds of ``times`` GETs of ``url``, each checked to be the app's page."""
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        answer = session.get(url, timeout=STATUS_WAIT)
+        seconds.append(time.perf_counter() - started)
+        assert answer.status_code == 200
+        assert answer.content == PAID
+    return statistics.median(seconds)
+
+
+def paying_visitor(url, sandbox):
+    """A session holding an access cookie to /premium, bought with a sandbox code."""
+    session = requests.Session()
+    answer = session.post(
+        url + "/premium/article",
+        data={"code": sandbox.issue_code()},
+        allow_redirects=False,
+        timeout=STATUS_WAIT,
+    )
+    assert answer.status_code == 303
+    assert session.get(url + "/premium/article", timeout=STATUS_WAIT).content == PAID
+    return session
+
+
+class TestSlowDns:
+    def test_a_burst_from_one_address_makes_one_lookup_and_the_site_keeps_answering(
+        self, served, sandbox, app
+    ):
+        served.check.deadline = RESOLVER_WAIT  # only the test's release ends the lookup
+        visitor = paying_visitor(served.url, sandbox)
+        anyone = requests.Session()
+        free, paid = served.url + "/free/page", served.url + "/premium/article"
+        before = median_latency(anyone, free), median_latency(visitor, paid)
+
+        with concurrently(served, 20) as pool:
+            burst = [pool.submit(served.claim, GOOGLE_IP) for _ in range(20)]
+            served.resolver.wait_entered(1)
+            # All but the few allowed to wait get the gate page at once, lookup hanging.
+            answered = []
+            for future in as_completed(burst, timeout=STATUS_WAIT):
+                answered.append(future.result())
+                if len(answered) == 20 - MAX_WAITING:
+                    break
+            assert [status for status, _ in answered] == [402] * (20 - MAX_WAITING)
+            during = median_latency(anyone, free), median_latency(visitor, paid)
+            assert sum(not future.done() for future in burst) == MAX_WAITING
+            assert served.resolver.reverse_calls() == [("reverse", GOOGLE_IP)]
+            assert app.crawlers() == []
+
+            served.resolver.release.set()
+            statuses = sorted(future.result()[0] for future in burst)
+        # The ones that waited got the answer within the deadline: a verified crawler.
+        assert statuses == [200] * MAX_WAITING + [402] * (20 - MAX_WAITING)
+        assert served.resolver.calls == [("reverse", GOOGLE_IP), ("forward", GOOGLE_HOST)]
+        assert served.claim(GOOGLE_IP)[0] == 200
+        assert len(served.resolver.calls) == 2  # from the cache
+
+        print(
+            f"\nmedian latency before / during the burst: free page {before[0] * 1e3:.2f} / "
+            f"{during[0] * 1e3:.2f} ms ({during[0] / before[0]:.2f}x), paid page "
+            f"{before[1] * 1e3:.2f} / {during[1] * 1e3:.2f} ms ({during[1] / before[1]:.2f}x)"
+        )
+        for usual, now in zip(before, during, strict=True):
+            assert now < 5 * usual + 0.05  # generous: waiting for the lookup would be 30 s
+
+    def test_the_deadline_makes_a_slow_answer_the_gate_page_and_the_answer_is_kept(
+        self, served, app
+    ):
+        served.check.deadline = 0.5
+        status, seconds = served.claim(GOOGLE_IP)
+        assert status == 402
+        assert 0.5 <= seconds < STATUS_WAIT  # waited for the deadline, not for the answer
+        # The lookup is still running: a request now shares its (passed) deadline.
+        status, seconds = served.claim(GOOGLE_IP)
+        assert status == 402
+        assert seconds < 0.5
+        assert app.crawlers() == []
+
+        served.resolver.release.set()
+        assert served.check.wait_idle(STATUS_WAIT)
+        assert served.claim(GOOGLE_IP)[0] == 200  # the late answer, from the cache
+        assert app.crawlers() == ["google"]
+        assert served.resolver.calls == [("reverse", GOOGLE_IP), ("forward", GOOGLE_HOST)]
+
+    def test_a_late_refusal_is_kept_too(self, served, clock):
+        """Else an address without a crawler's name would cost a lookup per request."""
+        served.check.deadline = 0  # nobody waits
+        served.resolver.ptr[GOOGLE_IP] = None  # no name: an answer, kept a day
+        assert served.claim(GOOGLE_IP)[0] == 402
+        served.resolver.release.set()
+        assert served.check.wait_idle(STATUS_WAIT)
+        assert served.claim(GOOGLE_IP)[0] == 402
+        clock.advance(86400 - 1)
+        assert served.claim(GOOGLE_IP)[0] == 402
+        assert served.resolver.reverse_calls() == [("reverse", GOOGLE_IP)]
+
+    def test_many_addresses_never_run_more_than_the_bound_of_lookups(self, served, app):
+        served.check.deadline = RESOLVER_WAIT
+        addresses = [f"203.0.113.{n}" for n in range(1, 11)]
+        for n, address in enumerate(addresses, start=1):
+            host = f"crawl-203-0-113-{n}.googlebot.com"
+            served.resolver.ptr[address] = host
+            served.resolver.addresses[host] = [address]
+
+        with concurrently(served, len(addresses)) as pool:
+            burst = {pool.submit(served.claim, address): address for address in addresses}
+            served.resolver.wait_entered(MAX_LOOKUPS)
+            answered = []
+            for future in as_completed(burst, timeout=STATUS_WAIT):
+                answered.append(future.result()[0])
+                if len(answered) == len(addresses) - MAX_WAITING:
+                    break
+            # Six addresses found no free lookup, two found no free place to wait:
+            # each got the gate page at once.
+            assert answered == [402] * (len(addresses) - MAX_WAITING)
+            assert len(served.resolver.reverse_calls()) == MAX_LOOKUPS
+            assert served.check.lookups_running == MAX_LOOKUPS
+            served.resolver.release.set()
+            statuses = [future.result()[0] for future in burst]
+        assert sorted(statuses) == [200] * MAX_WAITING + [402] * (len(addresses) - MAX_WAITING)
+        assert served.check.wait_idle(STATUS_WAIT)
+
+        # One by one, every address is verified: four from the cache, six looked up now.
+        assert [served.claim(address)[0] for address in addresses] == [200] * len(addresses)
+        assert len(served.resolver.reverse_calls()) == len(addresses)
+        assert served.resolver.most_inside == MAX_LOOKUPS
