@@ -36,6 +36,7 @@ from .messages import catalogue
 from .numbers import NumberCache
 from .page import Offer, PageContent, render, render_link_page
 from .paths import PrefixMatcher
+from .slots import Slots
 from .store import StoreError, open_store
 from .tokens import (
     GRANT_PARAM,
@@ -45,7 +46,7 @@ from .tokens import (
     SetProgress,
     cookie_values,
 )
-from .verification import Decision, InFlight, Verifier, Visit
+from .verification import Decision, Verifier, Visit
 
 log = logging.getLogger("alloconv_gate")
 
@@ -69,6 +70,7 @@ JSON_ERRORS = {
     "error_wrong_palier": "wrong-palier",
     "error_rate_limited": "rate-limited",
     "error_unavailable": "unavailable",
+    "error_busy": "unavailable",
     "error_lost": "unavailable",
     "error_forbidden": "forbidden",
     "error_too_large": "too-large",
@@ -147,7 +149,7 @@ class Gate:
         if self.store.warning:
             log.warning("%s", self.store.warning)
         # AlloConv verifications in flight, for all the gates of this filter together.
-        self._in_flight = InFlight(site.max_pending)
+        self._in_flight = Slots(site.max_pending, site.timeout, clock)
         self._parts = {}  # prefix -> the parts of the gate that claims it
         for config in configs:
             self._parts.update(dict.fromkeys(config.prefixes, self._gate_parts(config, clock)))

@@ -10,8 +10,10 @@ The rules, in the order they apply:
 4. with ``codes = N``, a code that passed in an unfinished set of this gate counts in
    the visitor's set without a call: typed again in the same set it counts once, typed
    in another browser's set it moves there (and no longer counts where it was);
-5. past ``max_pending`` verifications in flight in this process, the answer is an
-   immediate 503 (a hanging AlloConv must not hold every server thread);
+5. past ``max_pending`` verifications in flight in this process (a short wait while
+   AlloConv looks healthy), a second one for the same client, or while the circuit
+   breaker is open, the answer is a 503 without a call (:mod:`alloconv_gate.slots`: a
+   hanging AlloConv must not hold every server thread);
 6. otherwise a *pending* record is written, and only then is AlloConv asked: if the
    record cannot be written, AlloConv is not asked and the code stays unspent;
 7. **recovery**: AlloConv's ``ERR3`` says "not, or no longer, valid", for a used code and
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from .alloconv import AlloConv, Check, Verdict
 from .codes import code_hash, local_problem, mask_code, reference
 from .config import GateConfig
+from .slots import Slots
 from .store import PENDING, Attempt, Redemption, Store, StoreError
 from .store.local import LocalCounts
 from .tokens import GrantLinks, SetProgress
@@ -50,7 +53,6 @@ from .tokens import GrantLinks, SetProgress
 log = logging.getLogger("alloconv_gate")
 
 RETRY_AFTER = 60  # seconds, on 503
-RETRY_AFTER_BUSY = 5  # seconds, on 503 for too many verifications in flight
 # An answer lost this long ago no longer proves anything: ERR3 is also what a code
 # that never existed gets, so recovery must not be stockpiled during an outage.
 RECOVERY_WINDOW = 86400
@@ -61,31 +63,6 @@ PENDING_GRACE = 60
 LOCAL_RECORDS_FACTOR = 10
 DEFAULT_RATE = (5, 60)  # for that bound when rate_limit is off
 MORE_CODES = "error_more_codes"
-
-
-class InFlight:
-    """The AlloConv verifications in flight in this process: at most ``limit`` in all,
-    and one per client, so that a few addresses sending made-up codes while AlloConv is
-    slow cannot take every slot from paying visitors."""
-
-    def __init__(self, limit: int):
-        self._lock = threading.Lock()
-        self._limit = limit
-        self._clients: set[str] = set()
-
-    def enter(self, client: str) -> str | None:
-        """None if the verification may go ahead (then :meth:`leave` after), else why not."""
-        with self._lock:
-            if client in self._clients:
-                return "a verification of this client is in flight already"
-            if len(self._clients) >= self._limit:
-                return "max_pending reached"
-            self._clients.add(client)
-        return None
-
-    def leave(self, client: str) -> None:
-        with self._lock:
-            self._clients.discard(client)
 
 
 @dataclass(frozen=True)
@@ -147,7 +124,7 @@ class Verifier:
         alloconv: AlloConv,
         store: Store,
         clock: Callable[[], float],
-        in_flight: InFlight | None = None,
+        in_flight: Slots | None = None,
     ):
         self.config = config
         self._alloconv = alloconv
@@ -166,7 +143,7 @@ class Verifier:
         self._uncounted = threading.local()
         # max_pending is the process's bound, shared by every gate of the filter (the
         # middleware passes one semaphore to all their verifiers).
-        self._in_flight = in_flight or InFlight(config.max_pending)
+        self._in_flight = in_flight or Slots(config.max_pending, config.timeout, clock)
 
     def journal_gate(self, mount: str) -> str:
         """The gate, as the journal and the rate limits know it: its scope, and its mount."""
@@ -261,13 +238,14 @@ class Verifier:
             log.error("store failed, %s not sent to AlloConv: %s", _who(attempt), exc)
             return refuse(503, "error_unavailable", retry_after=RETRY_AFTER, code=code)
         # A hanging AlloConv must not take every server thread: past max_pending
-        # verifications in flight, or a second one for the same client, the answer is an
-        # immediate 503.
+        # verifications in flight (after a short wait while AlloConv looks healthy), a
+        # second one for the same client, or while the circuit breaker is open, the
+        # answer is a 503 without a call.
         busy = self._in_flight.enter(visit.client)
         if busy is not None:
-            log.warning("%s not sent: %s", _who(attempt), busy)
-            self._record_done(attempt, "unavailable", busy)
-            return refuse(503, "error_unavailable", retry_after=RETRY_AFTER_BUSY, code=code)
+            log.warning("%s not sent: %s", _who(attempt), busy.why)
+            self._record_done(attempt, "unavailable", busy.why)
+            return refuse(503, busy.error, retry_after=busy.retry_after, code=code)
         try:
             try:
                 limited = self._record_pending(attempt)
@@ -416,6 +394,7 @@ class Verifier:
         """The pending record is written: ask AlloConv, then complete it."""
         attempt = sub.attempt
         check = self._alloconv.verify(sub.code)
+        self._in_flight.answered(sub.visit.client, check.verdict)  # the circuit breaker
         verdict = check.verdict
         if verdict is Verdict.OK:
             return self._passed_now(sub, check, "ok")
