@@ -285,6 +285,19 @@ class TestCost:
         clock.advance(ERROR_TTL)
         visit(site, GOOGLE_IP, GOOGLEBOT_UA)
 
+    def test_no_thread_for_a_lookup_is_the_gate_page_not_a_500(
+        self, site, resolver, app, monkeypatch
+    ):
+        def start(thread):
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+        visit(site, GOOGLE_IP, GOOGLEBOT_UA, status=402)
+        assert resolver.calls == []
+        assert app.environs == []
+        monkeypatch.undo()  # threads again: the address is looked up, nothing kept busy
+        visit(site, GOOGLE_IP, GOOGLEBOT_UA)
+
     def test_the_cache_is_bounded_and_forgets_the_oldest(self, resolver, clock):
         check = CrawlerCheck(("google",), resolver=resolver, clock=clock, max_entries=3)
         addresses = [f"203.0.113.{n}" for n in range(1, 6)]
