@@ -36,6 +36,7 @@ from .messages import catalogue
 from .numbers import NumberCache
 from .page import Offer, PageContent, render, render_link_page
 from .paths import PrefixMatcher
+from .self_call import GuardedClient, cannot_call_itself, without_calls
 from .slots import Slots
 from .store import StoreError, open_store
 from .tokens import (
@@ -172,6 +173,10 @@ class Gate:
             gate = self._parts[prefix]
             found = gate.tokens.check_cookie(header, self.config.cookie_name, mount, prefix)
             if found is None and not self._crawler_reads(environ):
+                # api_base may be this very server, unable to answer our call (self_call)
+                stuck = cannot_call_itself(environ, self.config.api_base)
+                if stuck:
+                    return without_calls(stuck, self._gate, gate, prefix, environ, start_response)
                 return self._gate(gate, prefix, environ, start_response)
             if found is not None:
                 until = found if until is None else min(until, found)
@@ -209,7 +214,7 @@ class Gate:
         return response(environ, start_response)
 
     def _gate_parts(self, config: GateConfig, clock) -> GateParts:
-        alloconv = self._clients[config.api_key]
+        alloconv = GuardedClient(self._clients[config.api_key])  # see self_call
         numbers = tuple(
             NumberCache(
                 alloconv.number, palier, ttl=config.number_ttl, fallback=fallback, clock=clock

@@ -12,12 +12,22 @@ with a key each.
 The gate's ``api_base`` for a sandbox mounted at ``http://host/sandbox`` is that URL: the
 scripts sit right under it, as they sit under ``https://www.alloconv.fr/scripts``.
 
+By default the codes live in the process's memory, which is right for one server process
+(waitress, a test). A server of several worker processes (``gunicorn --workers 2``) needs
+``state``, a sqlite file that every worker shares: a code read off the page one worker
+served must be known to the worker that checks it, and sold once whichever checks it first.
+Without it, such a server gets a codes page that says so (503) instead of codes that work
+half the time. Faults and ``calls`` stay each process's own: they are for tests.
+
 Never expose it to real visitors: anyone can read free codes off its page.
 """
 
 import html
+import logging
+import os
 import re
 import secrets
+import sqlite3
 import string
 import threading
 import time
@@ -43,6 +53,10 @@ SCRIPTS = ("api-numeros", "api-micropaiement")
 FAULT_KINDS = ("hang", "slow", "error500", "garbage", "empty", "drop", "flap")
 HANG_LIMIT = 30.0
 """Seconds a "hang" holds a request at most, so a test that forgets to clear it still ends."""
+STATE_BUSY_TIMEOUT = 10.0
+"""Seconds a worker waits for another one writing the ``state`` file before failing."""
+
+log = logging.getLogger("alloconv_gate")
 
 
 class DroppedAnswer(Exception):
@@ -80,12 +94,16 @@ class Sandbox:
     :param codes_shown: how many fresh codes the page shows for each palier.
     :param rng: a :class:`random.Random`-like object for the codes; seed one to get the same
         codes in a test. Default: the operating system's randomness.
+    :param state: a sqlite file holding the issued and used codes, shared by every process
+        that opens it (the worker processes of one server): see :class:`SqliteCodes`.
+        Default: None, the codes live in this process's memory.
 
     ``keys`` is then the mapping key -> frozenset of paliers; ``api_key`` and
     ``accepted_paliers`` are its first key and that key's paliers.
 
-    State is shared by all the server's threads and guarded by a lock. ``calls`` counts the
-    requests received by each script, faulty answers included.
+    State is shared by all the server's threads and guarded by a lock (and, with ``state``,
+    by all the processes that open the file). ``calls`` counts the requests received by each
+    script, faulty answers included, in this process.
     """
 
     def __init__(
@@ -97,6 +115,7 @@ class Sandbox:
         accepted_paliers=None,
         codes_shown=3,
         rng=None,
+        state=None,
     ):
         numbers = dict(DEFAULT_NUMBERS if numbers is None else numbers)
         _check_numbers(numbers)
@@ -122,10 +141,19 @@ class Sandbox:
         self.calls = Counter()
         self._rng = secrets.SystemRandom() if rng is None else rng
         self._lock = threading.Lock()
-        self._codes = {}
-        self._used = set()
+        self._state = MemoryCodes() if state is None else SqliteCodes(state)
         self._fault = None
         self._flaps = 0
+        self._warned_memory = False
+
+    @property
+    def state(self):
+        """The sqlite file the codes are kept in, or None when they live in this process."""
+        return self._state.path
+
+    def close(self):
+        """Close the ``state`` file's connections (a no-op for codes kept in memory)."""
+        self._state.close()
 
     @property
     def api_key(self):
@@ -141,21 +169,15 @@ class Sandbox:
         """Return a fresh code of ``palier`` that the sandbox will accept once."""
         if palier not in self.numbers:
             raise ValueError(f"palier: {palier!r} is not in numbers")
-        with self._lock:
-            code = self._new_code()
-            self._codes[code] = palier
-        return code
-
-    def _new_code(self):
         while True:
-            code = "".join(self._rng.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            if code not in self._codes:
+            with self._lock:  # a shared Random is not safe across threads
+                code = "".join(self._rng.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            if self._state.add(code, palier):
                 return code
 
     def is_used(self, code):
         """Whether ``code`` was consumed by an ``OK`` answer (even one the client never got)."""
-        with self._lock:
-            return code in self._used
+        return self._state.is_used(code)
 
     def set_fault(self, kind, *, script=None, delay=0.0):
         """Make the scripts misbehave until :meth:`clear_fault`.
@@ -195,6 +217,8 @@ class Sandbox:
     @wsgify
     def __call__(self, req):
         if req.path_info in ("", "/"):
+            if req.environ.get("wsgi.multiprocess") and self._state.path is None:
+                return self._no_shared_state()
             return self._codes_page()
         script = req.path_info[1:]
         if script not in SCRIPTS:
@@ -227,14 +251,7 @@ class Sandbox:
             return "ERR1"
         if len(code) < CODE_LENGTH:
             return "ERR2"
-        with self._lock:
-            palier = self._codes.get(code)
-            if palier is None or code in self._used:
-                return "ERR3"
-            if palier not in accepted:
-                return "ERR4"
-            self._used.add(code)
-        return "OK"
+        return self._state.use(code, accepted)
 
     def _faulty_answer(self, fault, script, req):
         match fault.kind:
@@ -279,6 +296,25 @@ class Sandbox:
         response.cache_control.no_store = True
         return response
 
+    def _no_shared_state(self):
+        """The codes page under a server of several processes, with codes kept in one.
+
+        Each worker would know only the codes on the pages it served, so a code read off
+        this page would fail (ERR3) whenever another worker checks it: say so instead.
+        """
+        if not self._warned_memory:
+            self._warned_memory = True
+            log.error(
+                "the sandbox keeps its codes in this process's memory, but the server runs "
+                "several worker processes, which would not know each other's codes: give it "
+                "a file they share, 'state = sandbox.sqlite3' in its ini section "
+                "(Sandbox(state=...) in Python)"
+            )
+        body = _NO_SHARED_STATE_PAGE
+        response = Response(body, status=503, content_type="text/html", charset="utf-8")
+        response.cache_control.no_store = True
+        return response
+
     def _keys_note(self, palier):
         """Which keys accept ``palier``'s codes, as a paragraph of the codes page."""
         accepting = [key for key, paliers in self.keys.items() if palier in paliers]
@@ -295,6 +331,120 @@ class Sandbox:
                 "(and stay unused).</p>"
             )
         return note
+
+
+class MemoryCodes:
+    """Issued and used codes in this process's memory: one server process, or a test."""
+
+    path = None
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._codes = {}  # code -> palier
+        self._used = set()
+
+    def add(self, code, palier):
+        """Record a new code; False if it exists already (draw another)."""
+        with self._lock:
+            if code in self._codes:
+                return False
+            self._codes[code] = palier
+            return True
+
+    def use(self, code, accepted):
+        """Sell ``code`` once: ``OK``, ``ERR3`` (unknown or used) or ``ERR4`` (palier)."""
+        with self._lock:
+            palier = self._codes.get(code)
+            if palier is None or code in self._used:
+                return "ERR3"
+            if palier not in accepted:
+                return "ERR4"
+            self._used.add(code)
+        return "OK"
+
+    def is_used(self, code):
+        with self._lock:
+            return code in self._used
+
+    def close(self):
+        pass
+
+
+class SqliteCodes:
+    """Issued and used codes in a sqlite file shared by every process that opens it.
+
+    A server of several worker processes serves the codes page from one and the check from
+    another; with the codes in this file both see the same codes, and a code is sold once:
+    its "use" is one conditional ``UPDATE``, which sqlite runs whole or not at all, whichever
+    process gets there first. One connection per thread and per process (a forked worker
+    opens its own), in WAL mode so that reading the page never waits for a check.
+
+    The file only grows (a few dozen bytes a code): delete it when the sandbox is stopped
+    to start afresh. Keep it on a local disk, as any sqlite file shared by processes.
+    """
+
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS codes ("
+        "code TEXT PRIMARY KEY, palier TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0"
+        ") WITHOUT ROWID"
+    )
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened = []
+        try:
+            db = self._db()
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(self._SCHEMA)
+        except sqlite3.Error as exc:
+            self.close()
+            raise ValueError(f"state: cannot use {self.path!r} as a sqlite file: {exc}") from None
+
+    def _db(self):
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.db = sqlite3.connect(
+                self.path,
+                timeout=STATE_BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,  # used by its thread only, but closed by close()
+            )
+            local.pid = os.getpid()
+            with self._lock:
+                self._opened.append((local.pid, local.db))
+        return local.db
+
+    def add(self, code, palier):
+        cursor = self._db().execute(
+            "INSERT OR IGNORE INTO codes (code, palier) VALUES (?, ?)", (code, palier)
+        )
+        return cursor.rowcount == 1
+
+    def use(self, code, accepted):
+        db = self._db()
+        row = db.execute("SELECT palier, used FROM codes WHERE code = ?", (code,)).fetchone()
+        if row is None or row[1]:
+            return "ERR3"
+        if row[0] not in accepted:
+            return "ERR4"
+        # Another process may have sold it since the SELECT: only one UPDATE finds used = 0.
+        cursor = db.execute("UPDATE codes SET used = 1 WHERE code = ? AND used = 0", (code,))
+        return "OK" if cursor.rowcount == 1 else "ERR3"
+
+    def is_used(self, code):
+        row = self._db().execute("SELECT used FROM codes WHERE code = ?", (code,)).fetchone()
+        return bool(row and row[0])
+
+    def close(self):
+        """Close this process's connections (those of every thread)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for pid, db in opened:
+            if pid == os.getpid():
+                db.close()
+        self._local = threading.local()
 
 
 def _key_list(keys):
@@ -394,7 +544,24 @@ Each code works once; reload the page for more.</p>
 </html>
 """
 
-_SETTINGS = frozenset({"keys", "api_key", "numbers", "accepted_paliers", "codes_shown"})
+_NO_SHARED_STATE_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>AlloConv sandbox: no shared state</title>
+</head>
+<body>
+<h1>AlloConv sandbox</h1>
+<p>This server runs several worker processes, and the sandbox keeps its codes in the
+memory of one: a code from this page would be unknown to the other workers.</p>
+<p>Give the sandbox a file they share: <code>state = sandbox.sqlite3</code> in its section
+of the ini file (<code>Sandbox(state=...)</code> in Python), or serve it with one process.</p>
+</body>
+</html>
+"""
+
+_SETTINGS = frozenset({"keys", "api_key", "numbers", "accepted_paliers", "codes_shown", "state"})
 
 
 def make_app(global_conf=None, **settings):
@@ -404,8 +571,10 @@ def make_app(global_conf=None, **settings):
     or separated by ``;``: ``keys = key-cheap = fra2 bel1; key-dear = fra1``. Without it,
     ``api_key`` is the one key and ``accepted_paliers`` (whitespace-separated) its paliers;
     ``keys`` with either of them is refused. ``numbers`` holds ``palier = text`` pairs, the
-    same way; ``codes_shown`` is an integer. A misspelt or bad setting raises
-    :class:`ValueError` naming it, at load time.
+    same way; ``codes_shown`` is an integer. ``state`` is a sqlite file, relative to the
+    ini file's folder, that keeps the codes for every worker process of the server (see
+    :class:`SqliteCodes`). A misspelt or bad setting raises :class:`ValueError` naming it,
+    at load time.
     """
     if unknown := settings.keys() - _SETTINGS:
         raise ValueError(f"unknown sandbox setting(s): {', '.join(sorted(unknown))}")
@@ -423,7 +592,17 @@ def make_app(global_conf=None, **settings):
             options["codes_shown"] = int(settings["codes_shown"])
         except ValueError:
             raise ValueError(f"codes_shown: not an integer: {settings['codes_shown']!r}") from None
+    if "state" in settings:
+        options["state"] = _state_path(settings["state"], (global_conf or {}).get("here"))
     return Sandbox(**options)
+
+
+def _state_path(value, here):
+    """The ``state`` file's path: relative to the ini file's folder, as the gate's files."""
+    path = value.strip()
+    if not path:
+        raise ValueError("state: empty; give a sqlite file, e.g. state = sandbox.sqlite3")
+    return os.path.join(here or os.getcwd(), os.path.expanduser(path))
 
 
 def _parse_keys(text):

@@ -10,6 +10,7 @@ import pytest
 import requests
 from paste.deploy import loadapp
 from servers import serve
+from webtest import TestApp
 
 from alloconv_gate.sandbox import DEFAULT_NUMBERS, Sandbox, make_app
 
@@ -516,3 +517,85 @@ class TestMakeApp:
     def test_bad_settings_are_refused_by_name(self, settings, named):
         with pytest.raises(ValueError, match=named):
             make_app({}, **settings)
+
+
+class TestSharedState:
+    """``state``: the codes in a sqlite file, for a server of several worker processes.
+
+    Two Sandbox objects on one file stand for two workers here (each has its own
+    connections, as a process has); tests/test_demo_servers.py runs real gunicorn workers.
+    """
+
+    @pytest.fixture
+    def workers(self, tmp_path):
+        pair = [Sandbox(state=tmp_path / "sandbox.sqlite3") for _ in range(2)]
+        with serve(pair[0]) as first, serve(pair[1]) as second:
+            yield pair, [first.url, second.url]
+        for sandbox in pair:
+            sandbox.close()
+
+    def test_a_code_off_one_workers_page_is_sold_by_the_other_once(self, workers):
+        (sandboxes, (first, second)) = workers
+        code = CODE.findall(requests.get(first, timeout=TIMEOUT).text)[0]
+        assert check(second, code).text == "OK"
+        assert sandboxes[0].is_used(code)
+        assert check(first, code).text == "ERR3"
+        assert check(second, code).text == "ERR3"
+
+    def test_concurrent_checks_in_both_workers_sell_a_code_once(self, workers):
+        (sandboxes, urls) = workers
+        codes = [sandboxes[0].issue_code() for _ in range(4)]
+        jobs = [(urls[n % 2], code) for code in codes for n in range(8)]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(pool.map(lambda job: check(*job).text, jobs))
+        assert sorted(answers) == ["ERR3"] * 28 + ["OK"] * 4
+
+    def test_a_refused_palier_stays_unused(self, tmp_path):
+        picky = Sandbox(accepted_paliers=["fra1"], state=tmp_path / "s.sqlite3")
+        with serve(picky) as server:
+            code = picky.issue_code("fra2")
+            assert check(server.url, code).text == "ERR4"
+            assert not picky.is_used(code)
+        picky.close()
+
+    def test_codes_survive_a_restart(self, tmp_path):
+        before = Sandbox(state=tmp_path / "s.sqlite3")
+        code = before.issue_code()
+        before.close()
+        after = Sandbox(state=tmp_path / "s.sqlite3")
+        with serve(after) as server:
+            assert check(server.url, code).text == "OK"
+        after.close()
+
+    def test_the_ini_names_it_relative_to_its_folder(self, tmp_path):
+        (tmp_path / "sandbox.ini").write_text(INI + "state = codes.sqlite3\n")
+        sandbox = loadapp(f"config:{tmp_path / 'sandbox.ini'}")
+        assert sandbox.state == str(tmp_path / "codes.sqlite3")
+        assert (tmp_path / "codes.sqlite3").exists()
+        sandbox.close()
+
+    @pytest.mark.parametrize("value", ["", "no-such-folder/codes.sqlite3", "."], ids=repr)
+    def test_a_file_that_cannot_be_used_is_refused_by_name(self, tmp_path, value):
+        with pytest.raises(ValueError, match=r"^state: "):
+            make_app({"here": str(tmp_path)}, state=value)
+
+
+class TestSeveralProcessesWithoutState:
+    """A server of several processes, codes in one process's memory: the page says so."""
+
+    def test_the_page_names_the_fix_and_shows_no_code(self, caplog):
+        page = TestApp(Sandbox()).get("/", extra_environ={"wsgi.multiprocess": True}, status=503)
+        assert "state = sandbox.sqlite3" in page.text
+        assert not CODE.findall(page.text)
+        [record] = [r for r in caplog.records if r.name == "alloconv_gate"]
+        assert record.levelname == "ERROR" and "state = sandbox.sqlite3" in record.getMessage()
+
+    def test_with_state_it_shows_codes(self, tmp_path):
+        sandbox = Sandbox(state=tmp_path / "s.sqlite3")
+        page = TestApp(sandbox).get("/", extra_environ={"wsgi.multiprocess": True})
+        assert len(CODE.findall(page.text)) == 3 * len(DEFAULT_NUMBERS)
+        sandbox.close()
+
+    def test_one_process_keeps_them_in_memory(self):
+        page = TestApp(Sandbox()).get("/", extra_environ={"wsgi.multiprocess": False})
+        assert CODE.findall(page.text)
