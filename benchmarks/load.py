@@ -27,8 +27,15 @@ latency of the rest of the site is measured while they hang, next to the same
 measurement with no hang. If the gate has ``max_pending`` (detected by trying it), the
 submissions past it should get 503 at once.
 
+The junk storms are code submissions POSTed from one address (every client is
+127.0.0.1) to the gated server: a malformed code (400) and made-up codes past the
+rate limit (429, after the window's first 5 get 402 from AlloConv). They have no bare
+twin: they and the gate page are compared with the bare app's page in the same round,
+and the storms with the gate page.
+
 Targets (from issue 5): a valid cookie keeps at least 95% of the bare throughput; no error
-responses; while 50 submissions hang, the site answers with its usual latency.
+responses; while 50 submissions hang, the site answers with its usual latency. From
+issue 10: a junk storm keeps at least half of the gate page's throughput.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ SECRET = "a-benchmark-secret-that-is-long-enough-0123"
 FREE = "/free/how-it-works"
 PREMIUM = "/premium/alpine-huts"
 OTHER_COOKIES = "_ga=GA1.1.123456789.1700000000; lang=fr"
+MALFORMED = "abc"  # refused locally: too short
+MADE_UP = "ZZZZ9999"  # well formed: the window's first 5 reach AlloConv, the rest get 429
+BARE_PAGE = "valid cookie"  # the case whose bare server's rate the others without a twin face
 BURST = 50
 AT_ONCE = 1.0  # seconds: an answer to a submission this fast did not wait for AlloConv
 SETTLE = 0.5  # seconds between firing the burst and measuring the site
@@ -227,6 +237,19 @@ class Connection:
         self.sock.close()
 
 
+def raw_post(port, path, code):
+    """A form posting ``code``, as the gate page's form does."""
+    body = urlencode({"code": code}).encode("ascii")
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        "Accept: text/html",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+
+
 def raw_get(port, path, cookie=None):
     lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}", "Accept: text/html"]
     if cookie:
@@ -239,6 +262,7 @@ class Result:
     """What the clients of one case saw: answers, their latencies, the wall time."""
 
     expected: int
+    also: frozenset = frozenset()  # other statuses that are no error (402 before a 429)
     latencies: list[float] = field(default_factory=list)
     errors: int = 0  # answers with another status than expected
     failures: int = 0  # no answer: timeout, reset, refused
@@ -290,7 +314,7 @@ def client_loop(port, raw, result, start, timeout):
             time.sleep(0.01)
             continue
         statuses[status] += 1
-        if status != result.expected:
+        if status != result.expected and status not in result.also:
             result.errors += 1
         if close:
             connection.close()
@@ -389,21 +413,33 @@ def throughput(args, server_pairs):
     would not. Besides what the clients see, the server's own CPU time per request is read
     from /proc.
     """
+    # case -> (path, with the cookie, expected status, code POSTed or None for a GET)
     cases = {
-        "outside the prefixes": (FREE, False, 200),
-        "valid cookie": (PREMIUM, True, 200),
-        "gate page, no cookie": (PREMIUM, False, 402),
+        "outside the prefixes": (FREE, False, 200, None),
+        "valid cookie": (PREMIUM, True, 200, None),
+        "gate page, no cookie": (PREMIUM, False, 402, None),
+        "junk: malformed code": (PREMIUM, False, 400, MALFORMED),
+        "junk: rate-limited": (PREMIUM, False, 429, MADE_UP),
     }
+    # The bare app has no gate page and takes no code: these face the bare page.
+    untwinned = [case for case, (_, _, expected, _) in cases.items() if expected >= 400]
+    storms = [case for case in untwinned if cases[case][3] is not None]
     keys = [
         (case, server)
-        for case, (_, _, expected) in cases.items()
+        for case in cases
         for server in ("bare", "gated")
-        if not (expected == 402 and server == "bare")  # the bare app has no gate page
+        if not (case in untwinned and server == "bare")
     ]
-    totals = {key: Result(cases[key[0]][2]) for key in keys}
+
+    def result_for(case):
+        expected = cases[case][2]
+        return Result(expected, frozenset({402}) if expected == 429 else frozenset())
+
+    totals = {key: result_for(key[0]) for key in keys}
     cpu = collections.Counter()
     ratios = collections.defaultdict(list)
     per_pair = collections.defaultdict(list)
+    vs_page = collections.defaultdict(list)  # a storm's rate / the gate page's, per round
     slice_seconds = args.seconds / args.rounds
     rounds_per_pair = [len(range(n, args.rounds, args.pairs)) for n in range(args.pairs)]
     for pair, rounds in enumerate(rounds_per_pair):
@@ -411,15 +447,19 @@ def throughput(args, server_pairs):
             # (case, server) -> (port, pid, request, expected)
             runs = {}
             for case, server in keys:
-                path, with_cookie, expected = cases[case]
+                path, with_cookie, expected, code = cases[case]
                 port, pid = bare if server == "bare" else gated
-                raw = raw_get(port, path, cookie if with_cookie else None)
+                if code is None:
+                    raw = raw_get(port, path, cookie if with_cookie else None)
+                else:
+                    raw = raw_post(port, path, code)
                 runs[case, server] = (port, pid, raw, expected)
             for port, _, raw, expected in runs.values():  # warm up: connections, caches
                 run_load({"warm-up": (port, raw, expected, args.clients)}, 0.3)
-            pair_totals = {key: Result(run[3]) for key, run in runs.items()}
+            pair_totals = {key: result_for(key[0]) for key in runs}
             for round_number in range(rounds):
                 order = ("bare", "gated") if round_number % 2 == 0 else ("gated", "bare")
+                in_round = {}
                 for case in cases:
                     rates = {}
                     for server in order:
@@ -434,14 +474,23 @@ def throughput(args, server_pairs):
                             cpu[case, server] += cpu_after - cpu_before
                         pair_totals[case, server].add(result)
                         rates[server] = result.rate
+                        in_round[case, server] = result.rate
                     if len(rates) == 2 and rates["bare"]:
                         ratios[case].append(rates["gated"] / rates["bare"])
+                bare_page = in_round[BARE_PAGE, "bare"]
+                for case in untwinned:
+                    if bare_page:
+                        ratios[case].append(in_round[case, "gated"] / bare_page)
+                page = in_round["gate page, no cookie", "gated"]
+                for case in storms:
+                    if page:
+                        vs_page[case].append(in_round[case, "gated"] / page)
             for key, result in pair_totals.items():
                 totals[key].add(result)
             for case in cases:
-                if (case, "bare") in pair_totals:
-                    bare_rate = pair_totals[case, "bare"].rate
-                    per_pair[case].append(pair_totals[case, "gated"].rate / bare_rate)
+                twin = case if (case, "bare") in pair_totals else BARE_PAGE
+                bare_rate = pair_totals[twin, "bare"].rate
+                per_pair[case].append(pair_totals[case, "gated"].rate / bare_rate)
 
     print(
         f"Under load: {args.clients} keep-alive clients in this process, waitress "
@@ -464,7 +513,7 @@ def throughput(args, server_pairs):
             if (case, server) not in totals:
                 continue
             result = totals[case, server]
-            label = case if server == "bare" or case.startswith("gate page") else ""
+            label = case if server == "bare" or case in untwinned else ""
             errors = result.errors + result.failures
             per_request = cpu[case, server] / len(result.latencies) * 1e6 if cpu else None
             print(
@@ -473,18 +522,32 @@ def throughput(args, server_pairs):
                 f" {'-' if per_request is None else f'{per_request:.0f}':>18}"
             )
         if case in ratios:
-            pooled = totals[case, "gated"].rate / totals[case, "bare"].rate
+            twin = BARE_PAGE if case in untwinned else case
+            pooled = totals[case, "gated"].rate / totals[twin, "bare"].rate
             spread = sorted(ratios[case])
             pairs = " ".join(f"{ratio:.3f}" for ratio in per_pair[case])
+            name = "/bare page" if case in untwinned else "gated/bare"
             print(
-                f"{'':22} {'gated/bare':10} {statistics.median(spread):8.3f}   (median of the"
+                f"{'':22} {name:10} {statistics.median(spread):8.3f}   (median of the"
                 f" rounds; {spread[0]:.3f} to {spread[-1]:.3f}; pooled {pooled:.3f};"
                 f" per pair {pairs})"
+            )
+        if case in vs_page:
+            spread = sorted(vs_page[case])
+            pooled = totals[case, "gated"].rate / totals["gate page, no cookie", "gated"].rate
+            print(
+                f"{'':22} {'/gate page':10} {statistics.median(spread):8.3f}   (median of the"
+                f" rounds; {spread[0]:.3f} to {spread[-1]:.3f}; pooled {pooled:.3f})"
             )
     print()
     kept = statistics.median(ratios["valid cookie"])
     errors = sum(r.errors + r.failures for r in totals.values())
     print(f"valid cookie keeps {kept:.1%} of the bare throughput (target: at least 95%)")
+    for case in storms:
+        print(
+            f"{case} keeps {statistics.median(vs_page[case]):.1%} of the gate page's "
+            "throughput (target: at least 50%)"
+        )
     print(f"error responses: {errors} (target: 0)")
     for (case, server), result in totals.items():
         if result.errors or result.failures:
