@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+import secrets
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 from html import escape
 from importlib import resources
 from string import Template
@@ -153,6 +156,62 @@ def _form_block(content: PageContent, text: dict[str, str]) -> str:
         f'<button type="submit">{escape(text["submit"])}</button>\n'
         f"</form>"
     )
+
+
+# Where the action URL goes in a page rendered ahead of its request: random, so that no
+# template, catalogue or AlloConv answer can hold it, and left as is by escape().
+_ACTION_HOLE = f"alloconv-gate-action-{secrets.token_hex(16)}"
+
+
+@dataclass(frozen=True)
+class PageWithoutAction:
+    """A page rendered but for its action URL: the bytes around each place it goes."""
+
+    parts: tuple[bytes, ...]
+
+    def body(self, action: str) -> bytes:
+        """The page with ``action`` (escaped here), byte for byte what :func:`render` makes."""
+        return escape(action).encode("utf-8").join(self.parts)
+
+
+def render_without_action(content: PageContent) -> PageWithoutAction:
+    """``content`` rendered once, to be served to many requests with their own URLs.
+
+    The action URL is the only part of the error-free page that changes from one
+    request to the next; everything else depends on the gate, the language, the order and
+    the numbers, which change once per number refresh at most.
+    """
+    page = render(replace(content, action=_ACTION_HOLE))
+    return PageWithoutAction(tuple(page.split(_ACTION_HOLE.encode("ascii"))))
+
+
+class PageCache:
+    """What a gate's page looks like for each thing it may show: built once, kept a while.
+
+    Keys hold everything the page depends on (the numbers among them), so a refreshed
+    number makes a new key and an old page is never served for it; old keys are simply
+    no longer asked for. At most ``size`` pages are kept: the cache starts afresh when
+    full, so that a stream of new numbers (or of visitors' orders and languages) never
+    grows it. Two threads building the same page at once is harmless: both are equal.
+    """
+
+    def __init__(self, size: int = 64):
+        self._size = size
+        self._pages: dict[Hashable, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], object]):
+        """The value for ``key``, from ``build()`` the first time."""
+        try:
+            return self._pages[key]
+        except KeyError:
+            pass
+        value = build()
+        with self._lock:
+            if len(self._pages) >= self._size:
+                self._pages.clear()
+            self._pages[key] = value
+        return value
 
 
 def describe_duration(seconds: int, text: dict[str, str]) -> str:

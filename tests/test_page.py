@@ -1,13 +1,21 @@
 """The gate page: the number, the price, the steps and the form, escaped, self-contained."""
 
 import re
+from dataclasses import replace
 from html import unescape
 from html.parser import HTMLParser
 
 import pytest
 
 from alloconv_gate.messages import catalogue, languages
-from alloconv_gate.page import Offer, PageContent, describe_duration, render
+from alloconv_gate.page import (
+    Offer,
+    PageCache,
+    PageContent,
+    describe_duration,
+    render,
+    render_without_action,
+)
 
 NOTICE = "3,00 € par code (appel surtaxé)"
 XSS = '"><script>alert(1)</script>'
@@ -270,3 +278,58 @@ class TestDuration:
     def test_shown_on_the_page(self):
         assert "Votre accès dure 1 jour." in visible_text(page(duration=86400))
         assert "Your access lasts 90 minutes." in visible_text(page(language="en", duration=5400))
+
+
+class TestRenderedAhead:
+    """The page rendered once for many requests is, with each one's URL, what render makes."""
+
+    @pytest.mark.parametrize(
+        "action",
+        [
+            pytest.param("/premium/article?id=3", id="plain"),
+            pytest.param(XSS, id="script"),
+            pytest.param(QUOTES, id="quotes"),
+            pytest.param("", id="empty"),
+            pytest.param("/caf\xe9/&amp;/\u20ac", id="entities-and-non-ascii"),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "template",
+        [
+            pytest.param(None, id="built-in"),
+            pytest.param("<p>$form</p><div>$numbers</div><p>$form</p>$$form $unknown", id="own"),
+        ],
+    )
+    @pytest.mark.parametrize("language", ["fr", "en"])
+    def test_byte_for_byte_what_render_makes(self, action, template, language):
+        content = PageContent(
+            language=language,
+            offers=(Offer("08 99 12 34 56", NOTICE), Offer(None, XSS), Offer("ACCES au 81212", "")),
+            duration=5400,
+            action="/another/page",
+            template=template,
+        )
+        ahead = render_without_action(content)
+        assert ahead.body(action) == render(replace(content, action=action))
+        assert ahead.body(action).count(b"<form") == (2 if template else 1)
+
+
+class TestPageCache:
+    def test_built_once_per_key(self):
+        cache, built = PageCache(), []
+
+        def build(value):
+            built.append(value)
+            return value
+
+        for _ in range(3):
+            assert cache.get(("fr", (0,)), lambda: build("fr")) == "fr"
+            assert cache.get(("en", (0,)), lambda: build("en")) == "en"
+        assert built == ["fr", "en"]
+
+    def test_bounded_and_still_right_when_full(self):
+        cache = PageCache(size=4)
+        for _ in range(3):
+            for key in range(10):
+                assert cache.get(key, lambda key=key: f"page {key}") == f"page {key}"
+        assert len(cache._pages) <= 4
