@@ -39,7 +39,7 @@ from .alloconv import Verdict
 
 log = logging.getLogger("alloconv_gate")
 
-SLOW = 0.5  # seconds: a call in flight older than this (or timeout / 4) looks slow
+SLOW = 1.0  # seconds: a call in flight older than this (or timeout / 4) looks slow
 MAX_WAIT = 2.0  # seconds a submission may wait for a slot while AlloConv looks healthy
 FAILURES = 3  # timeouts or unreachable answers in a row that open the breaker
 COOL_DOWN = 30  # seconds the breaker stays open before a probe is let through
@@ -83,7 +83,8 @@ class Slots:
         self._slow = min(SLOW, timeout / 4)
         self._clock = clock
         self._changed = threading.Condition()
-        self._calls: dict[str, float] = {}  # client -> when its call started (monotonic)
+        # client -> when its call started (monotonic), or inf once AlloConv has answered it
+        self._calls: dict[str, float] = {}
         self._waiting: set[str] = set()
         self._failures = 0  # timeouts or unreachable answers in a row
         self._opened_at: float | None = None  # the breaker opened then (clock), or closed
@@ -122,6 +123,8 @@ class Slots:
     def answered(self, client: str, verdict: Verdict) -> None:
         """AlloConv's verdict on the call of ``client``: the breaker counts it."""
         with self._changed:
+            if client in self._calls:  # answered: what its slot does next is not AlloConv's
+                self._calls[client] = math.inf
             probe = client == self._probe
             if probe:
                 self._probe = None

@@ -25,7 +25,9 @@ Then the sandbox is made to hang on api-micropaiement and 50 code submissions ar
 once at a gated server (``rate_limit = off``, each from its own loopback address), and the
 latency of the rest of the site is measured while they hang, next to the same
 measurement with no hang. If the gate has ``max_pending`` (detected by trying it), the
-submissions past it should get 503 at once.
+submissions past it should get 503 at once. Before the hang, bursts of 8 submissions of
+good codes (as many as the server's threads, each from its own address) are fired at
+once while AlloConv answers, at once and in 100 ms: every one should be verified.
 
 The junk storms are code submissions POSTed from one address (every client is
 127.0.0.1) to the gated server: a malformed code (400) and made-up codes past the
@@ -75,7 +77,11 @@ MALFORMED = "abc"  # refused locally: too short
 MADE_UP = "ZZZZ9999"  # well formed: the window's first 5 reach AlloConv, the rest get 429
 BARE_PAGE = "valid cookie"  # the case whose bare server's rate the others without a twin face
 BURST = 50
-AT_ONCE = 1.0  # seconds: an answer to a submission this fast did not wait for AlloConv
+HEALTHY_BURST = 8  # concurrent submissions of good codes, as many as the server's threads
+HEALTHY_ROUNDS = 10
+# seconds: an answer to a submission this fast did not wait for AlloConv's timeout (a
+# refusal may wait up to 1 s, the slots' slow threshold, at the start of a hang)
+AT_ONCE = 2.0
 SETTLE = 0.5  # seconds between firing the burst and measuring the site
 STARTUP_TIMEOUT = 30.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000
@@ -679,6 +685,9 @@ def hang(args, sandbox, gate_options, log_path, label):
             for _, status, ra in burst.answers.values()
             if status == 503
         )
+        refused = sorted(
+            t for t, status, _ in burst.answers.values() if status == 503 and t <= AT_ONCE
+        )
 
     print(f"-- {label}")
     print(
@@ -694,6 +703,11 @@ def hang(args, sandbox, gate_options, log_path, label):
         f"after the release: {counts(final[0])} at once, {counts(final[1])} later, "
         f"{final[2]} never answered; the 503s: {counts(retry_after)}"
     )
+    if refused:
+        print(
+            f"the 503s at once came {refused[0] * 1000:.0f} to {refused[-1] * 1000:.0f} ms "
+            f"after firing (median {statistics.median(refused) * 1000:.0f} ms)"
+        )
     print(
         f"{args.probe_clients} clients per path for {args.probe_seconds:g} s, "
         f"no hang -> while {BURST} submissions hang:"
@@ -741,6 +755,33 @@ def show_logs(paths, lines=40):
             tail = log.readlines()[-lines:]
         if tail:
             print(f"-- the end of the {name} server's log:\n{''.join(tail)}", file=sys.stderr)
+
+
+def healthy_bursts(sandbox, gate_options, log_path, server_cpus):
+    """Bursts of good codes while AlloConv answers: how many were verified (303)."""
+    with served("gate (healthy bursts)", gate_options, log_path, server_cpus) as (port, _):
+        for delay in (0.0, 0.1):
+            statuses, slowest = collections.Counter(), 0.0
+            if delay:
+                sandbox.set_fault("slow", script="api-micropaiement", delay=delay)
+            try:
+                for _ in range(HEALTHY_ROUNDS):
+                    codes = [sandbox.issue_code("fra1") for _ in range(HEALTHY_BURST)]
+                    burst = Burst(port, codes)
+                    burst.fire()
+                    burst.join(60)
+                    for seconds, status, _ in burst.answers.values():
+                        statuses[status] += 1
+                        slowest = max(slowest, seconds)
+            finally:
+                sandbox.clear_fault()
+            fired = HEALTHY_ROUNDS * HEALTHY_BURST
+            print(
+                f"AlloConv answering in {delay * 1000:.0f} ms: {HEALTHY_ROUNDS} bursts of "
+                f"{HEALTHY_BURST} good codes at once: {statuses[303]} of {fired} verified "
+                f"({statuses[303] / fired:.0%}; {counts(statuses)}), slowest answer "
+                f"{slowest * 1000:.0f} ms"
+            )
 
 
 def max_pending_default(options):
@@ -847,6 +888,10 @@ def main() -> None:
         elif args.uncapped:
             uncapped = {**hang_options, "store": store("uncapped"), "max_pending": 1000}
             scenarios.append(("uncapped", uncapped, "max_pending 1000 (no cap)"))
+        healthy = {**hang_options, "store": store("healthy")}
+        logs["healthy"] = os.path.join(folder, "healthy.log")
+        healthy_bursts(sandbox, healthy, logs["healthy"], args.server_cpus)
+        print()
         for name, gate_options, label in scenarios:
             logs[name] = os.path.join(folder, f"{name}.log")
             hang(args, sandbox, gate_options, logs[name], label)
