@@ -25,6 +25,7 @@ Nothing here is on the fast paths: only a request the gate answers itself comes 
 from __future__ import annotations
 
 import contextvars
+import functools
 import ipaddress
 import logging
 from urllib.parse import urlsplit
@@ -97,19 +98,26 @@ class GuardedClient:
 
 
 def _is_this_server(environ, api_base: str) -> bool:
+    port, host = _port_and_host(api_base)
+    if port != str(environ.get("SERVER_PORT", "")):
+        return False
+    if _is_loopback(host) or host == environ.get("SERVER_NAME", "").lower():
+        return True
+    try:
+        return host == urlsplit("//" + environ.get("HTTP_HOST", "")).hostname
+    except ValueError:  # a Host header that is no host
+        return False
+
+
+@functools.lru_cache(maxsize=16)
+def _port_and_host(api_base: str) -> tuple[str, str]:
+    """``api_base``'s port (as the environ spells ports) and host, parsed once."""
     try:
         parts = urlsplit(api_base)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        return False
-    if str(port) != str(environ.get("SERVER_PORT", "")):
-        return False
-    host = parts.hostname or ""
-    try:
-        asked = urlsplit("//" + environ.get("HTTP_HOST", "")).hostname
-    except ValueError:  # a Host header that is no host
-        asked = None
-    return _is_loopback(host) or host in (environ.get("SERVER_NAME", "").lower(), asked)
+        return "", ""
+    return str(port), parts.hostname or ""
 
 
 def _is_loopback(host: str) -> bool:

@@ -135,8 +135,11 @@ class TestServedWithGunicorn:
                 assert paid.status_code == 200
                 assert "Alpine" in paid.text and "Your access lasts until" in paid.text
             outcomes = sorted(record.outcome for record in server.journal())
+            output = server.output()
         assert outcomes.count("ok") == 4
         assert "unknown" not in outcomes
+        if "--threads" not in args:  # one-threaded workers: it works, with a warning
+            assert re.search(r"WARNING \[alloconv_gate\] api_base \S+ is this server", output)
         state = SqliteCodes(tmp_path / "sandbox.sqlite3")
         assert all(state.is_used(code) for code in codes)
         state.close()
