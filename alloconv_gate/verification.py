@@ -304,15 +304,22 @@ class Verifier:
         if self._store.count(key, window, attempt.time) < limit:
             self._uncounted.attempt_id = attempt.id
             return None
-        return self._over(attempt, self._store.hit(key, window, attempt.time))
+        return self._over(attempt)
 
-    def _over(self, attempt: Attempt, count: int) -> Decision:
-        """The store counted ``count`` submissions of this client in the window, past the
-        limit: remembered here until the window ends. Only the window's first refusal
-        (across every process) is journaled, not a flood."""
-        limit, window = self.config.rate_limit
-        self._over_limit.add(f"{attempt.gate}|{attempt.client}", window, attempt.time)
-        if count == limit + 1:
+    def _over(self, attempt: Attempt) -> Decision:
+        """The store says this client has used the window's submissions: remembered here
+        until the window ends. Only the window's first refusal (across every process,
+        counted apart: submissions journaled without a call, a restore say, may take the
+        count past the limit with no refusal) is journaled, not a flood."""
+        window = self.config.rate_limit[1]
+        key = f"{attempt.gate}|{attempt.client}"
+        self._over_limit.add(key, window, attempt.time)
+        try:
+            first = self._store.hit(f"{key}|refused", window, attempt.time) == 1
+        except StoreError as exc:
+            log.error("store failed counting a refusal of %s: %s", _who(attempt), exc)
+            first = False
+        if first:
             log.warning("%s refused: over rate_limit", _who(attempt))
             self._record_done(attempt, "rate-limited", "")
         return _too_many(attempt.time, window)
@@ -328,7 +335,7 @@ class Verifier:
             return None
         limit, window = self.config.rate_limit
         count = self._store.record_counted(attempt, key, window, limit)
-        return None if count <= limit else self._over(attempt, count)
+        return None if count <= limit else self._over(attempt)
 
     def _owed(self, attempt: Attempt) -> str | None:
         """The rate-limit key of this submission, if its count is still to be made (with

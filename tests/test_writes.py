@@ -176,6 +176,28 @@ class TestWritesPerSubmission:
         assert trace.statements == []
 
 
+class TestTheWindowsRefusalIsJournaled:
+    def test_once_even_when_the_count_passed_the_limit_without_a_refusal(
+        self, start, tmp_path, clock
+    ):
+        """Submissions are counted with their records after a read of the count, so
+        several at once (other processes, or restores and busy refusals, which the limit
+        does not refuse) can take it past the limit before any 429. The window's first
+        429 is still journaled, once."""
+        url = start()  # 5/minute
+        assert post(url, MADE_UP).status_code == 402
+        store = SqliteStore(f"{tmp_path}/gate.sqlite3")
+        try:
+            [first] = store.journal()
+            for _ in range(6):  # what submissions racing in other processes counted
+                store.hit(f"{first.gate}|{first.client}", 60, clock.now)
+            for _ in range(3):
+                assert post(url, MADE_UP).status_code == 429
+            assert len(store.journal(outcome="rate-limited")) == 1
+        finally:
+            store.close()
+
+
 class TestTheStoreStaysTheAuthority:
     """What a process remembers only skips writes for a client the store said is over
     the limit: the limit holds across the processes sharing the store."""
