@@ -380,3 +380,22 @@ class TestEachRefusal:
         assert same.seconds < 0.5  # at once
         assert not sandbox.is_used(code)
         assert other.status == 303  # someone else is not refused for it
+
+    def test_a_client_waiting_for_a_slot_holds_its_one_place(self, start, sandbox):
+        """A client cannot fill the server's threads with submissions that wait."""
+        site = start(timeout="5", max_pending="1")
+        sandbox.set_fault("slow", script="api-micropaiement", delay=0.6)  # healthy, not fast
+        with ThreadPoolExecutor(2) as pool:
+            held = pool.submit(site.submit, sandbox.issue_code(), source=2)
+            wait_for_calls(sandbox, 1)
+            waiting = pool.submit(site.submit, sandbox.issue_code(), source=3)
+            time.sleep(0.1)  # it is waiting for the slot
+            code = sandbox.issue_code()
+            again = site.submit(code, source=3)
+            statuses = [held.result(HTTP_TIMEOUT).status, waiting.result(HTTP_TIMEOUT).status]
+        assert statuses == [303, 303]  # the waiting one got the slot when it was free
+        assert again.status == 503
+        assert again.headers["retry-after"] == str(RETRY_AFTER_BUSY)
+        assert again.alert == TEXT["error_busy"]
+        assert again.seconds < 0.4  # at once, not after the wait
+        assert not sandbox.is_used(code)
