@@ -332,14 +332,15 @@ def client_loop(port, raw, result, start, timeout):
 def run_load(jobs, seconds, timeout=REQUEST_TIMEOUT):
     """Run every job at the same time for ``seconds``; a :class:`Result` per job name.
 
-    ``jobs`` maps a name to (port, prepared request, expected status, number of clients).
+    ``jobs`` maps a name to (port, prepared request, expected status, number of clients),
+    and optionally the other statuses that are no error.
     """
     start = threading.Event()
     per_client = []
     threads = []
-    for name, (port, raw, expected, clients) in jobs.items():
+    for name, (port, raw, expected, clients, *also) in jobs.items():
         for _ in range(clients):
-            result = Result(expected)
+            result = Result(expected, frozenset(*also))
             per_client.append((name, result))
             threads.append(
                 threading.Thread(
@@ -475,7 +476,8 @@ def throughput(args, server_pairs):
                             continue
                         port, pid, raw, expected = runs[case, server]
                         cpu_before = cpu_seconds(pid)
-                        job = {"case": (port, raw, expected, args.clients)}
+                        also = result_for(case).also
+                        job = {"case": (port, raw, expected, args.clients, also)}
                         result = run_load(job, slice_seconds)["case"]
                         cpu_after = cpu_seconds(pid)
                         if cpu_before is not None and cpu_after is not None:
