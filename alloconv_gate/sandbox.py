@@ -22,6 +22,7 @@ half the time. Faults and ``calls`` stay each process's own: they are for tests.
 Never expose it to real visitors: anyone can read free codes off its page.
 """
 
+import contextlib
 import html
 import logging
 import os
@@ -151,10 +152,6 @@ class Sandbox:
         """The sqlite file the codes are kept in, or None when they live in this process."""
         return self._state.path
 
-    def close(self):
-        """Close the ``state`` file's connections (a no-op for codes kept in memory)."""
-        self._state.close()
-
     @property
     def api_key(self):
         """The first key (the only one, unless ``keys`` named several)."""
@@ -169,11 +166,23 @@ class Sandbox:
         """Return a fresh code of ``palier`` that the sandbox will accept once."""
         if palier not in self.numbers:
             raise ValueError(f"palier: {palier!r} is not in numbers")
-        while True:
+        return self._issue([palier])[0]
+
+    def _issue(self, paliers):
+        """A fresh code for each palier of ``paliers``, recorded together (one write)."""
+        codes = [None] * len(paliers)
+        todo = range(len(paliers))
+        while todo:
             with self._lock:  # a shared Random is not safe across threads
-                code = "".join(self._rng.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            if self._state.add(code, palier):
-                return code
+                drawn = {
+                    n: "".join(self._rng.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+                    for n in todo
+                }
+            added = self._state.add([(drawn[n], paliers[n]) for n in todo])
+            for n, new in zip(todo, added, strict=True):
+                codes[n] = drawn[n] if new else None
+            todo = [n for n, new in zip(todo, added, strict=True) if not new]  # draw again
+        return codes
 
     def is_used(self, code):
         """Whether ``code`` was consumed by an ``OK`` answer (even one the client never got)."""
@@ -278,10 +287,9 @@ class Sandbox:
 
     def _codes_page(self):
         sections = []
+        fresh = iter(self._issue([p for p in self.numbers for _ in range(self.codes_shown)]))
         for palier, number in self.numbers.items():
-            codes = "".join(
-                f"<li><code>{self.issue_code(palier)}</code></li>" for _ in range(self.codes_shown)
-            )
+            codes = "".join(f"<li><code>{next(fresh)}</code></li>" for _ in range(self.codes_shown))
             refused = self._keys_note(palier)
             sections.append(
                 f"<section><h2>{html.escape(palier)}</h2>"
@@ -343,13 +351,15 @@ class MemoryCodes:
         self._codes = {}  # code -> palier
         self._used = set()
 
-    def add(self, code, palier):
-        """Record a new code; False if it exists already (draw another)."""
+    def add(self, pairs):
+        """Record new ``(code, palier)`` pairs; for each, False if the code exists already
+        (the caller draws another)."""
+        added = []
         with self._lock:
-            if code in self._codes:
-                return False
-            self._codes[code] = palier
-            return True
+            for code, palier in pairs:
+                added.append(code not in self._codes)
+                self._codes.setdefault(code, palier)
+        return added
 
     def use(self, code, accepted):
         """Sell ``code`` once: ``OK``, ``ERR3`` (unknown or used) or ``ERR4`` (palier)."""
@@ -366,9 +376,6 @@ class MemoryCodes:
         with self._lock:
             return code in self._used
 
-    def close(self):
-        pass
-
 
 class SqliteCodes:
     """Issued and used codes in a sqlite file shared by every process that opens it.
@@ -376,8 +383,9 @@ class SqliteCodes:
     A server of several worker processes serves the codes page from one and the check from
     another; with the codes in this file both see the same codes, and a code is sold once:
     its "use" is one conditional ``UPDATE``, which sqlite runs whole or not at all, whichever
-    process gets there first. One connection per thread and per process (a forked worker
-    opens its own), in WAL mode so that reading the page never waits for a check.
+    process gets there first. Each operation opens and closes its own connection: a sandbox
+    is never busy, and so no connection is shared by threads, kept across a fork or left
+    open. WAL mode, so that reading the page never waits for a check.
 
     The file only grows (a few dozen bytes a code): delete it when the sandbox is stopped
     to start afresh. Keep it on a local disk, as any sqlite file shared by processes.
@@ -391,60 +399,46 @@ class SqliteCodes:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._opened = []
         try:
-            db = self._db()
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute(self._SCHEMA)
+            with self._db() as db:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute(self._SCHEMA)
         except sqlite3.Error as exc:
-            self.close()
             raise ValueError(f"state: cannot use {self.path!r} as a sqlite file: {exc}") from None
 
+    @contextlib.contextmanager
     def _db(self):
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.db = sqlite3.connect(
-                self.path,
-                timeout=STATE_BUSY_TIMEOUT,
-                isolation_level=None,
-                check_same_thread=False,  # used by its thread only, but closed by close()
-            )
-            local.pid = os.getpid()
-            with self._lock:
-                self._opened.append((local.pid, local.db))
-        return local.db
+        db = sqlite3.connect(self.path, timeout=STATE_BUSY_TIMEOUT, isolation_level=None)
+        try:
+            # No fsync per write (safe in WAL mode): test codes need no durability.
+            db.execute("PRAGMA synchronous = NORMAL")
+            yield db
+        finally:
+            db.close()
 
-    def add(self, code, palier):
-        cursor = self._db().execute(
-            "INSERT OR IGNORE INTO codes (code, palier) VALUES (?, ?)", (code, palier)
-        )
-        return cursor.rowcount == 1
+    def add(self, pairs):
+        insert = "INSERT OR IGNORE INTO codes (code, palier) VALUES (?, ?)"
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            added = [db.execute(insert, pair).rowcount == 1 for pair in pairs]
+            db.execute("COMMIT")
+        return added
 
     def use(self, code, accepted):
-        db = self._db()
-        row = db.execute("SELECT palier, used FROM codes WHERE code = ?", (code,)).fetchone()
-        if row is None or row[1]:
-            return "ERR3"
-        if row[0] not in accepted:
-            return "ERR4"
-        # Another process may have sold it since the SELECT: only one UPDATE finds used = 0.
-        cursor = db.execute("UPDATE codes SET used = 1 WHERE code = ? AND used = 0", (code,))
-        return "OK" if cursor.rowcount == 1 else "ERR3"
+        with self._db() as db:
+            row = db.execute("SELECT palier, used FROM codes WHERE code = ?", (code,)).fetchone()
+            if row is None or row[1]:
+                return "ERR3"
+            if row[0] not in accepted:
+                return "ERR4"
+            # Another process may have sold it since the SELECT: one UPDATE finds used = 0.
+            cursor = db.execute("UPDATE codes SET used = 1 WHERE code = ? AND used = 0", (code,))
+            return "OK" if cursor.rowcount == 1 else "ERR3"
 
     def is_used(self, code):
-        row = self._db().execute("SELECT used FROM codes WHERE code = ?", (code,)).fetchone()
-        return bool(row and row[0])
-
-    def close(self):
-        """Close this process's connections (those of every thread)."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for pid, db in opened:
-            if pid == os.getpid():
-                db.close()
-        self._local = threading.local()
+        with self._db() as db:
+            row = db.execute("SELECT used FROM codes WHERE code = ?", (code,)).fetchone()
+            return bool(row and row[0])
 
 
 def _key_list(keys):

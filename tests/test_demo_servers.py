@@ -142,7 +142,6 @@ class TestServedWithGunicorn:
             assert re.search(r"WARNING \[alloconv_gate\] api_base \S+ is this server", output)
         state = SqliteCodes(tmp_path / "sandbox.sqlite3")
         assert all(state.is_used(code) for code in codes)
-        state.close()
 
     def test_one_sync_worker_refuses_at_once_and_the_code_stays_good(self, tmp_path):
         """Its only worker cannot answer the gate's call: no call is made, so neither the
@@ -172,7 +171,6 @@ class TestServedWithGunicorn:
         assert re.search(r"ERROR \[alloconv_gate\] the number of palier 'fra1' not asked", output)
         state = SqliteCodes(tmp_path / "sandbox.sqlite3")
         assert not state.is_used(code)
-        state.close()
 
         # Served as the ini says, with threads, the same code buys the article.
         with Gunicorn(tmp_path, "--workers", "1", "--threads", "4") as server:

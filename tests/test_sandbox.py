@@ -531,8 +531,6 @@ class TestSharedState:
         pair = [Sandbox(state=tmp_path / "sandbox.sqlite3") for _ in range(2)]
         with serve(pair[0]) as first, serve(pair[1]) as second:
             yield pair, [first.url, second.url]
-        for sandbox in pair:
-            sandbox.close()
 
     def test_a_code_off_one_workers_page_is_sold_by_the_other_once(self, workers):
         (sandboxes, (first, second)) = workers
@@ -556,23 +554,35 @@ class TestSharedState:
             code = picky.issue_code("fra2")
             assert check(server.url, code).text == "ERR4"
             assert not picky.is_used(code)
-        picky.close()
 
     def test_codes_survive_a_restart(self, tmp_path):
         before = Sandbox(state=tmp_path / "s.sqlite3")
         code = before.issue_code()
-        before.close()
         after = Sandbox(state=tmp_path / "s.sqlite3")
         with serve(after) as server:
             assert check(server.url, code).text == "OK"
-        after.close()
+
+    @pytest.mark.parametrize("kept", ["memory", "state"])
+    def test_a_code_drawn_twice_is_drawn_again(self, tmp_path, kept):
+        """A code already issued is never handed out again: the page's batch included."""
+
+        class Repeating:
+            letters = iter("A" * 8 * 3 + "B" * 8 + "C" * 8)
+
+            def choice(self, alphabet):
+                return next(self.letters)
+
+        state = tmp_path / "s.sqlite3" if kept == "state" else None
+        sandbox = Sandbox(numbers={"fra1": "08 99"}, codes_shown=2, rng=Repeating(), state=state)
+        assert sandbox.issue_code() == "AAAAAAAA"
+        page = TestApp(sandbox).get("/")  # draws A, A (both taken), then B, C
+        assert CODE.findall(page.text) == ["BBBBBBBB", "CCCCCCCC"]
 
     def test_the_ini_names_it_relative_to_its_folder(self, tmp_path):
         (tmp_path / "sandbox.ini").write_text(INI + "state = codes.sqlite3\n")
         sandbox = loadapp(f"config:{tmp_path / 'sandbox.ini'}")
         assert sandbox.state == str(tmp_path / "codes.sqlite3")
         assert (tmp_path / "codes.sqlite3").exists()
-        sandbox.close()
 
     @pytest.mark.parametrize("value", ["", "no-such-folder/codes.sqlite3", "."], ids=repr)
     def test_a_file_that_cannot_be_used_is_refused_by_name(self, tmp_path, value):
@@ -594,7 +604,6 @@ class TestSeveralProcessesWithoutState:
         sandbox = Sandbox(state=tmp_path / "s.sqlite3")
         page = TestApp(sandbox).get("/", extra_environ={"wsgi.multiprocess": True})
         assert len(CODE.findall(page.text)) == 3 * len(DEFAULT_NUMBERS)
-        sandbox.close()
 
     def test_one_process_keeps_them_in_memory(self):
         page = TestApp(Sandbox()).get("/", extra_environ={"wsgi.multiprocess": False})
