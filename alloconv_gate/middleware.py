@@ -222,7 +222,9 @@ class Gate:
 
     def _gate(self, gate: GateParts, prefix: str, environ, start_response):
         """No access: a code submitted, a support link used, or the gate page."""
-        if gate.config.codes == 1 and _plain_page_request(environ):
+        if _plain_page_request(environ) and (
+            gate.config.codes == 1 or gate.progress_cookie not in environ.get("HTTP_COOKIE", "")
+        ):  # with codes = N, a visitor who has a set under way sees its progress
             return self._plain_page(gate, environ, start_response)
         request = Request(environ)
         link = _grant_link(environ)

@@ -229,6 +229,16 @@ class TestTheSameAnswerAsTheFullWay:
         html = fast[2].decode()
         assert "<script>" not in html and "<b>" not in html and "<x-q" not in html
 
+    @pytest.mark.parametrize("cookie", [None, "theme=dark; alloconv_access=junk"], ids=str)
+    def test_a_gate_of_two_codes_before_any_passed(self, sandbox_url, clock, cookie):
+        gate = make_gate(sandbox_url, clock, codes="2")
+        headers = {"COOKIE": cookie} if cookie else {}
+        for _ in range(2):
+            fast = call(gate, HOSTILE, **headers)
+            full = call(gate, HOSTILE, method="POST", CONTENT_TYPE="text/plain", **headers)
+            assert fast == full
+        assert fast[2].count(b'name="code"') == 2
+
     def test_a_webmasters_template_with_the_form_twice(self, sandbox_url, clock, tmp_path):
         (tmp_path / "page.html").write_text(
             '<html lang="$lang"><body>$numbers $form <footer>$form</footer></body></html>'
