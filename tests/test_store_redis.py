@@ -16,7 +16,7 @@ import pytest
 import redis
 from store_contract import StoreContract
 
-from alloconv_gate.store import Attempt, StoreError, open_store, redis_store
+from alloconv_gate.store import Attempt, Redemption, StoreError, open_store, redis_store
 from alloconv_gate.store.memory import MemoryStore
 from alloconv_gate.store.redis_store import RedisStore
 
@@ -179,6 +179,9 @@ CALLS = [
     pytest.param(lambda s: s.redeem("/paid", "ab" * 8, 1000.0, 2000.0), id="redeem"),
     pytest.param(lambda s: s.add_device("/paid", "ab" * 8, 3), id="add_device"),
     pytest.param(lambda s: s.hit("k", 60, 1000.0), id="hit"),
+    pytest.param(lambda s: s.count("k", 60, 1000.0), id="count"),
+    pytest.param(lambda s: s.record_counted(attempt("a1"), "k", 60, 5), id="record_counted"),
+    pytest.param(lambda s: s.settle(attempt("a1", outcome="ok")), id="settle"),
     pytest.param(lambda s: s.use_grant("g1", 1000.0), id="use_grant"),
     pytest.param(lambda s: s.ping(), id="ping"),
 ]
@@ -339,6 +342,11 @@ def test_keys_stay_under_the_prefix_and_only_counters_and_grants_expire(redis_ur
         store.record(attempt("a1", outcome="unknown"))
         store.redeem("/paid", "ab" * 8, 1000.0, 2000.0)
         store.hit("k", 60, 1000.0)
+        store.record_counted(attempt("a2"), "k2", 60)
+        store.settle(
+            attempt("a2", outcome="ok"),
+            [Redemption("/paid", "cd" * 8, 1000.0, 2000.0, 1)],
+        )
         store.use_grant("g1", 1000.0)
         keys = admin.keys("*")
         assert all(key.startswith("alloconv_gate:") for key in keys)
