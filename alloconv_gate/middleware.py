@@ -41,8 +41,8 @@ from .page import (
     PageCache,
     PageContent,
     render,
+    render_ahead,
     render_link_page,
-    render_without_action,
 )
 from .paths import PrefixMatcher
 from .self_call import GuardedClient, cannot_call_itself, without_calls
@@ -115,7 +115,8 @@ class GateParts:
     verifier: Verifier
     numbers: tuple[NumberCache, ...]  # one per palier, in the config's order
     progress: SetProgress  # codes = N: the visitor's unfinished set
-    # (language, order, numbers) -> the plain page's status and body but its action URL
+    # (language, order, numbers) -> the plain page's status and page rendered ahead;
+    # (language, order, numbers, error, codes passed) -> a refusal's page rendered ahead
     pages: PageCache = field(default_factory=PageCache, compare=False)
 
     @property
@@ -268,7 +269,7 @@ class Gate:
             template=config.template,
             codes_needed=config.codes,
         )
-        return status, render_without_action(content)
+        return status, render_ahead(content)
 
     def _gate_parts(self, config: GateConfig, clock) -> GateParts:
         alloconv = GuardedClient(self._clients[config.api_key])  # see self_call
@@ -419,14 +420,15 @@ class Gate:
         """The gate page (or its JSON twin); 503 instead of 402 when there is no number."""
         config = gate.config
         language = choose_language(config.language, request)
-        offers = _offers(config, [cache.get() for cache in gate.numbers], language)
-        if all(offer.number is None for offer in offers) and status == 402:
+        numbers = tuple(cache.get() for cache in gate.numbers)
+        offers = _offers(config, numbers, language)
+        if all(number is None for number in numbers) and status == 402:
             status = 503
         order = likely_order(config.paliers, request.environ.get("HTTP_ACCEPT_LANGUAGE"))
         offers = [offers[index] for index in order]
+        reference = decision.reference if decision else ""
+        passed = self._codes_passed(gate, request, decision)
         if _wants_json(request):
-            reference = decision.reference if decision else ""
-            passed = self._codes_passed(gate, request, decision)
             body = _json_body(gate, request, offers, order, error, language, reference, passed)
             response = _json(status, body)
         else:
@@ -437,14 +439,18 @@ class Gate:
                 action=own_url(request.environ),
                 error=error,
                 code=code,
-                reference=decision.reference if decision else "",
+                reference=reference,
                 template=config.template,
                 codes_needed=config.codes,
-                codes_passed=self._codes_passed(gate, request, decision),
+                codes_passed=passed,
             )
-            response = Response(
-                body=render(content), status=status, content_type="text/html", charset="utf-8"
-            )
+            if reference:  # one visitor's lost answer: no page to share
+                body = render(content)
+            else:  # a refusal as many get it (junk among them): rendered ahead
+                key = (language, order, numbers, error, passed)
+                ahead = gate.pages.get(key, lambda: render_ahead(content, code=True))
+                body = ahead.body(content.action, code)
+            response = Response(body=body, status=status, content_type="text/html", charset="utf-8")
             response.headers.extend(SECURITY_HEADERS)
         response.cache_control = "no-store"
         if status in (429, 503):

@@ -158,31 +158,47 @@ def _form_block(content: PageContent, text: dict[str, str]) -> str:
     )
 
 
-# Where the action URL goes in a page rendered ahead of its request: random, so that no
-# template, catalogue or AlloConv answer can hold it, and left as is by escape().
-_ACTION_HOLE = f"alloconv-gate-action-{secrets.token_hex(16)}"
+# Where a page rendered ahead of its request gets what the request brings: random, so
+# that no template, catalogue or AlloConv answer can hold them, and left as is by escape().
+_HOLE_TOKEN = secrets.token_hex(16)
+_ACTION_HOLE = f"alloconv-gate-action-{_HOLE_TOKEN}"
+_CODE_HOLE = f"alloconv-gate-code-{_HOLE_TOKEN}"
+_CODE_HOLE_BYTES = _CODE_HOLE.encode("ascii")
+_HOLES = re.compile(f"({_ACTION_HOLE}|{_CODE_HOLE})".encode("ascii"))
 
 
 @dataclass(frozen=True)
-class PageWithoutAction:
-    """A page rendered but for its action URL: the bytes around each place it goes."""
+class PageAhead:
+    """A page rendered but for what each request puts in it: its own URL (the form's
+    action) and, after a refusal, the code the visitor typed."""
 
-    parts: tuple[bytes, ...]
+    parts: tuple[bytes, ...]  # the page around the holes
+    holes: tuple[bytes, ...]  # which hole each gap between two parts is
 
-    def body(self, action: str) -> bytes:
-        """The page with ``action`` (escaped here), byte for byte what :func:`render` makes."""
-        return escape(action).encode("utf-8").join(self.parts)
+    def body(self, action: str, code: str = "") -> bytes:
+        """The page with ``action`` and ``code`` (escaped here), byte for byte what
+        :func:`render` makes of them."""
+        action_bytes = escape(action).encode("utf-8")
+        if _CODE_HOLE_BYTES not in self.holes:
+            return action_bytes.join(self.parts)
+        values = {_CODE_HOLE_BYTES: escape(code).encode("utf-8")}
+        pieces = [self.parts[0]]
+        for hole, part in zip(self.holes, self.parts[1:], strict=True):
+            pieces += (values.get(hole, action_bytes), part)
+        return b"".join(pieces)
 
 
-def render_without_action(content: PageContent) -> PageWithoutAction:
-    """``content`` rendered once, to be served to many requests with their own URLs.
+def render_ahead(content: PageContent, *, code: bool = False) -> PageAhead:
+    """``content`` rendered once, to be served to many requests with their own URLs (and,
+    with ``code``, the code each typed; else the code field is empty).
 
-    The action URL is the only part of the error-free page that changes from one
-    request to the next; everything else depends on the gate, the language, the order and
-    the numbers, which change once per number refresh at most.
+    The action URL and the code typed are the only parts of a page that change from one
+    request to the next; the rest depends on the gate, the language, the order and the
+    numbers (which change once per number refresh at most), and the refusal's message.
     """
-    page = render(replace(content, action=_ACTION_HOLE))
-    return PageWithoutAction(tuple(page.split(_ACTION_HOLE.encode("ascii"))))
+    page = render(replace(content, action=_ACTION_HOLE, code=_CODE_HOLE if code else ""))
+    split = _HOLES.split(page)
+    return PageAhead(tuple(split[0::2]), tuple(split[1::2]))
 
 
 class PageCache:
@@ -195,7 +211,7 @@ class PageCache:
     grows it. Two threads building the same page at once is harmless: both are equal.
     """
 
-    def __init__(self, size: int = 64):
+    def __init__(self, size: int = 128):
         self._size = size
         self._pages: dict[Hashable, object] = {}
         self._lock = threading.Lock()

@@ -6,6 +6,7 @@ request's own URL put in. These tests hold that shortcut to what the full way (W
 ``render`` from scratch) answers, over real HTTP where a visitor would notice.
 """
 
+import html
 import io
 import re
 from html.parser import HTMLParser
@@ -24,7 +25,9 @@ from alloconv_gate.languages import (
     language_for,
     likely_order,
 )
+from alloconv_gate.messages import catalogue
 from alloconv_gate.numbers import RETRY_AFTER_FAILURE
+from alloconv_gate.page import Offer, PageContent, render
 from alloconv_gate.sandbox import DEFAULT_NUMBERS, Sandbox
 
 KEY = "sandbox-key"
@@ -198,8 +201,28 @@ class TestNeverMixedUp:
 
 
 class TestTheSameAnswerAsTheFullWay:
-    """A POST of no known type goes the full way (WebOb, a fresh render) to the very page a
-    GET gets from the pages rendered ahead: status, headers in order, body."""
+    """A POST of no known type goes the full way (WebOb, and a page rendered ahead with a
+    place for the code typed) to the very page a GET gets without WebOb: status, headers
+    in order, body. And both are what ``render`` makes from scratch."""
+
+    def test_what_render_makes(self, sandbox_url, clock):
+        gate = make_gate(sandbox_url, clock, palier="fra1 bel1 che1", language="auto", **NOTICES)
+        content = PageContent(
+            language="fr",  # de-CH: neither French nor English, so the default
+            offers=(
+                Offer(CHE1, NOTICES["price_notice.che1"]),
+                Offer(FRA1, catalogue("fr")["price_notice.fra1"]),
+                Offer(BEL1, NOTICES["price_notice.bel1"]),
+            ),
+            duration=86400,
+            action="/premium/x?a=%3Cb%3E'&c",
+        )
+        for method, content_type in (("GET", None), ("POST", "text/plain"), ("GET", None)):
+            headers = {"CONTENT_TYPE": content_type} if content_type else {}
+            _, _, body = call(
+                gate, "/premium/x", "a=<b>'&c", method=method, ACCEPT_LANGUAGE="de-CH", **headers
+            )
+            assert body == render(content)
 
     @pytest.mark.parametrize(
         "path, query",
@@ -248,6 +271,50 @@ class TestTheSameAnswerAsTheFullWay:
         full = call(gate, HOSTILE, "q=<b>", method="POST", CONTENT_TYPE="text/plain")
         assert fast == full
         assert len(re.findall(r'<form method="post" action="[^"<>]*"', fast[2].decode())) == 2
+
+
+class TestRefusals:
+    def test_each_visitor_sees_the_code_they_typed_where_they_typed_it(self, sandbox_url, clock):
+        """Refusals of typed junk are served from one page rendered ahead: each answer
+        holds its own visitor's code, URL and language, never another's."""
+        gate = make_gate(sandbox_url, clock, language="auto")
+        typed = [
+            ("fr", "AB", "error_too_short"),
+            ("en", '"><script>alert(1)</script>', "error_characters"),
+            ("fr", "ABCD!234", "error_characters"),
+            ("en", "XY", "error_too_short"),
+        ]
+        with serve(gate) as site, requests.Session() as session:
+            for turn in range(2):
+                for index, (language, code, error) in enumerate(typed):
+                    path = f"/premium/{index}?turn={turn}"
+                    answer = session.post(
+                        site.url + path,
+                        data={"code": code},
+                        headers={"Accept-Language": language},
+                        timeout=5,
+                    )
+                    assert answer.status_code == 400
+                    assert "<script>" not in answer.text
+                    page = Page(answer.text)
+                    assert (page.lang, page.action) == (language, path)
+                    assert Field(answer.text).value == code
+                    alert = catalogue(language)[error].format(reference="", done=0, n=1)
+                    assert html.escape(alert) in answer.text
+
+
+class Field(HTMLParser):
+    """The code field's value, as a browser reads it."""
+
+    def __init__(self, html_text: str):
+        super().__init__(convert_charrefs=True)
+        self.value = None
+        self.feed(html_text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "input" and attrs.get("name") == "code":
+            self.value = attrs["value"]
 
 
 class TestJsonOrHtml:

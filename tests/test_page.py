@@ -14,7 +14,7 @@ from alloconv_gate.page import (
     PageContent,
     describe_duration,
     render,
-    render_without_action,
+    render_ahead,
 )
 
 NOTICE = "3,00 € par code (appel surtaxé)"
@@ -309,9 +309,28 @@ class TestRenderedAhead:
             action="/another/page",
             template=template,
         )
-        ahead = render_without_action(content)
+        ahead = render_ahead(content)
         assert ahead.body(action) == render(replace(content, action=action))
         assert ahead.body(action).count(b"<form") == (2 if template else 1)
+
+    @pytest.mark.parametrize("language", ["fr", "en"])
+    @pytest.mark.parametrize("error", [None, *ERRORS])
+    @pytest.mark.parametrize("code", ["", "ABCD1234", XSS, QUOTES])
+    @pytest.mark.parametrize("needed, passed", [(1, 0), (3, 1)])
+    def test_with_the_code_typed_after_a_refusal(self, language, error, code, needed, passed):
+        content = PageContent(
+            language=language,
+            offers=(Offer("08 99 12 34 56", NOTICE),),
+            duration=86400,
+            action="",
+            error=error,
+            codes_needed=needed,
+            codes_passed=passed,
+        )
+        ahead = render_ahead(content, code=True)
+        for action in ("/premium/article?id=3", XSS):
+            expected = render(replace(content, action=action, code=code))
+            assert ahead.body(action, code) == expected
 
 
 class TestPageCache:
