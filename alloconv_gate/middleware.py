@@ -169,7 +169,8 @@ class Gate:
             raise ConfigError("store", str(exc)) from None
         if self.store.warning:
             log.warning("%s", self.store.warning)
-        # AlloConv verifications in flight, for all the gates of this filter together.
+        # AlloConv verifications in flight and the circuit breaker, for all the gates of
+        # this filter together.
         self._in_flight = Slots(site.max_pending, site.timeout, clock)
         self._parts = {}  # prefix -> the parts of the gate that claims it
         for config in configs:

@@ -16,9 +16,10 @@ and a circuit breaker):
   to end did not time out. When AlloConv hangs, the calls in flight pass that age within
   :data:`SLOW`, every waiting submission is refused then, and later ones are refused at
   once: a hang holds no more than the slots for long.
-- **A circuit breaker**: :data:`FAILURES` AlloConv timeouts or unreachable answers in a
-  row open it; every submission then gets 503 with ``Retry-After`` at once, without a
-  call (the code is not spent). After :data:`COOL_DOWN` one submission is let through as
+- **A circuit breaker**: :data:`FAILURES` AlloConv calls in a row that held their thread
+  and got no answer (timeouts: a failure that comes back at once holds nothing) open it;
+  every submission then gets 503 with ``Retry-After`` at once, without a call (the code
+  is not spent). After :data:`COOL_DOWN` one submission is let through as
   a probe (the others are still refused); any answer from AlloConv closes the breaker, a
   timeout opens it again for another cool-down.
 
@@ -41,7 +42,7 @@ log = logging.getLogger("alloconv_gate")
 
 SLOW = 1.0  # seconds: a call in flight older than this (or timeout / 4) looks slow
 MAX_WAIT = 2.0  # seconds a submission may wait for a slot while AlloConv looks healthy
-FAILURES = 3  # timeouts or unreachable answers in a row that open the breaker
+FAILURES = 3  # timeouts in a row (calls that held their thread, no answer) that open it
 COOL_DOWN = 30  # seconds the breaker stays open before a probe is let through
 RETRY_AFTER_BUSY = 5  # seconds, on 503 when the slots are busy
 
@@ -120,8 +121,14 @@ class Slots:
             self._calls[client] = time.monotonic()
         return None
 
-    def answered(self, client: str, verdict: Verdict) -> None:
-        """AlloConv's verdict on the call of ``client``: the breaker counts it."""
+    def answered(self, client: str, verdict: Verdict, latency: float) -> None:
+        """AlloConv's verdict on the call of ``client``, which took ``latency`` seconds:
+        the breaker counts it.
+
+        Only a failure that held the thread (a timeout: at least the slow threshold) counts
+        towards opening the breaker; one that came back at once (a refused connection, a
+        connection broken after sending) held nothing, and leaves the count as it was.
+        """
         with self._changed:
             if client in self._calls:  # answered: what its slot does next is not AlloConv's
                 self._calls[client] = math.inf
@@ -132,6 +139,8 @@ class Slots:
                 if self._opened_at is not None:
                     log.warning("circuit breaker closed: AlloConv answers again")
                 self._failures, self._opened_at = 0, None
+            elif latency < self._slow:
+                pass  # a quick failure: no thread was held
             else:
                 self._failures += 1
                 if self._opened_at is not None or self._failures >= FAILURES:

@@ -301,10 +301,7 @@ class TestTheCircuitBreaker:
         self, start, sandbox, clock
     ):
         site = start(timeout="3", max_pending=str(FAILURES))
-        # open it with calls that fail at once (a broken connection): same as timeouts
-        sandbox.set_fault("drop", script="api-micropaiement")
-        for n in range(FAILURES):
-            assert site.submit(f"DROPPED{n}", source=2 + n).status == 503
+        self.open_it(site, sandbox)
         clock.advance(COOL_DOWN)
         sandbox.set_fault("hang", script="api-micropaiement")
         before = calls(sandbox)
@@ -321,6 +318,22 @@ class TestTheCircuitBreaker:
         assert refused.alert == TEXT["error_unavailable"]
         assert refused.seconds < 1
         assert site.submit(sandbox.issue_code(), source=42).status == 303  # closed
+
+    def test_failures_that_come_back_at_once_do_not_open_it(self, start, sandbox):
+        """A broken connection or a refused one holds no thread: the breaker is for
+        hangs. Each such code is still a lost (or unsent) answer, handled as before."""
+        site = start(timeout="3", max_pending=str(FAILURES))
+        sandbox.set_fault("drop", script="api-micropaiement")
+        try:
+            for n in range(2 * FAILURES):
+                answer = site.submit(f"DROPPED{n}", source=2 + n)
+                assert answer.status == 503
+                assert TEXT["error_lost"].split("{")[0] in answer.alert
+        finally:
+            sandbox.clear_fault()
+        code = sandbox.issue_code()
+        assert site.submit(code, source=30).status == 303  # sent, not refused at once
+        assert sandbox.is_used(code)
 
     def test_an_answer_between_timeouts_keeps_it_closed(self, start, sandbox):
         site = start(timeout="0.5", max_pending="1")
