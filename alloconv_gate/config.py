@@ -462,7 +462,7 @@ def _not_published(secrets: tuple[str, ...], api_base: str, option: str) -> tupl
     (an ``api_base`` off loopback) it would open every paid page for free. On loopback it
     can only be the sandbox, where that is what a demo is for.
     """
-    if _is_loopback(urlsplit(api_base).hostname or ""):
+    if is_loopback(urlsplit(api_base).hostname or ""):
         return secrets
     for position, secret in enumerate(secrets, 1):
         if secret in PUBLISHED_SECRETS:
@@ -481,7 +481,7 @@ def _parse_api_base(value: str) -> str:
         raise ConfigError("api_base", f"{value!r} is not an http(s) URL")
     if parts.query or parts.fragment:
         raise ConfigError("api_base", f"{value!r} must not hold a query or fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
             "api_base",
             f"{value!r}: the API key travels in the URL: use https (http on loopback only)",
@@ -489,7 +489,8 @@ def _parse_api_base(value: str) -> str:
     return value.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:

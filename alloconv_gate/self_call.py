@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import ipaddress
 import logging
 from urllib.parse import urlsplit
 
 from .alloconv import Check, NumberUnavailable, Verdict
+from .config import is_loopback
 
 log = logging.getLogger("alloconv_gate")
 
@@ -101,7 +101,7 @@ def _is_this_server(environ, api_base: str) -> bool:
     port, host = _port_and_host(api_base)
     if port != str(environ.get("SERVER_PORT", "")):
         return False
-    if _is_loopback(host) or host == environ.get("SERVER_NAME", "").lower():
+    if is_loopback(host) or host == environ.get("SERVER_NAME", "").lower():
         return True
     try:
         return host == urlsplit("//" + environ.get("HTTP_HOST", "")).hostname
@@ -118,12 +118,3 @@ def _port_and_host(api_base: str) -> tuple[str, str]:
     except ValueError:
         return "", ""
     return str(port), parts.hostname or ""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

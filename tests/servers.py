@@ -61,6 +61,16 @@ def serve(app, *, threads=16):
     return Server(app, threads=threads)
 
 
+def client_address_from_header(app):
+    """The client address from ``X-Test-Client``, as a proxy-fix middleware sets it."""
+
+    def with_address(environ, start_response):
+        environ["REMOTE_ADDR"] = environ.get("HTTP_X_TEST_CLIENT", environ["REMOTE_ADDR"])
+        return app(environ, start_response)
+
+    return with_address
+
+
 def refused_url():
     """An http URL on loopback where nothing listens: connecting is refused at once."""
     with socket.socket() as sock:

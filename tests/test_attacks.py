@@ -26,7 +26,7 @@ import pytest
 import requests
 from bs4 import BeautifulSoup
 from clock import FakeClock
-from servers import refused_url, serve
+from servers import client_address_from_header, refused_url, serve
 
 from alloconv_gate import Gate
 from alloconv_gate.messages import catalogue
@@ -90,16 +90,6 @@ def start(sandbox_url, store_url, clock):
     yield start
     for server in servers:
         server.close()
-
-
-def client_address_from_header(app):
-    """The client address from ``X-Test-Client``, as a proxy-fix middleware sets it."""
-
-    def with_address(environ, start_response):
-        environ["REMOTE_ADDR"] = environ.get("HTTP_X_TEST_CLIENT", environ["REMOTE_ADDR"])
-        return app(environ, start_response)
-
-    return with_address
 
 
 class Browser:

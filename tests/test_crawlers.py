@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 from clock import FakeClock
-from servers import serve
+from servers import client_address_from_header, serve
 from webtest import TestApp
 
 from alloconv_gate import ConfigError, Gate
@@ -475,16 +475,6 @@ class SlowResolver(FakeResolver):
 
     def reverse_calls(self):
         return [call for call in self.calls if call[0] == "reverse"]
-
-
-def client_address_from_header(app):
-    """The client address from ``X-Test-Client``, as a proxy-fix middleware sets it."""
-
-    def with_address(environ, start_response):
-        environ["REMOTE_ADDR"] = environ.get("HTTP_X_TEST_CLIENT", environ["REMOTE_ADDR"])
-        return app(environ, start_response)
-
-    return with_address
 
 
 @dataclass
