@@ -11,7 +11,10 @@ and a circuit breaker):
   a filter together), and one per client address, in flight or waiting: the rest of that
   client's submissions get 503 at once, so a few addresses cannot take every slot.
 - **A short wait while AlloConv looks healthy**: a submission that finds every slot busy
-  waits for one (at most :data:`MAX_WAIT`) as long as no call in flight is older than the
+  waits for one if the queue it joins can expect to be served within
+  :data:`QUEUE_BUDGET` at AlloConv's recent pace (so that waiting submissions, sent from
+  as many addresses as an attacker has, hold few threads when AlloConv answers slowly),
+  and then (at most :data:`MAX_WAIT`) as long as no call in flight is older than the
   *slow* threshold (:data:`SLOW`, or a quarter of ``timeout`` if less) and the last call
   to end did not time out. When AlloConv hangs, the calls in flight pass that age within
   :data:`SLOW`, every waiting submission is refused then, and later ones are refused at
@@ -45,6 +48,13 @@ MAX_WAIT = 2.0  # seconds a submission may wait for a slot while AlloConv looks 
 FAILURES = 3  # timeouts in a row (calls that held their thread, no answer) that open it
 COOL_DOWN = 30  # seconds the breaker stays open before a probe is let through
 RETRY_AFTER_BUSY = 5  # seconds, on 503 when the slots are busy
+# Seconds the submissions waiting for a slot may expect to wait in all, at AlloConv's
+# recent pace: a submission waits only if it and those ahead of it would get a slot within
+# it. With AlloConv answering in milliseconds a burst of paying visitors queues; answering
+# in 0.9 s, one waits at most (with max_pending 2), so that made-up codes sent from many
+# addresses cannot hold more threads than the slots and that one.
+QUEUE_BUDGET = 0.5
+FIRST_LATENCY = 0.1  # seconds: AlloConv's pace assumed until it has answered
 
 # What tells that AlloConv is not answering (the thread waited, or the service is down);
 # any answer, even an HTTP error or an unexpected text, came back and held nothing long.
@@ -90,6 +100,7 @@ class Slots:
         self._failures = 0  # timeouts or unreachable answers in a row
         self._opened_at: float | None = None  # the breaker opened then (clock), or closed
         self._probe: str | None = None  # the client whose call is trying AlloConv again
+        self._latency = FIRST_LATENCY  # of AlloConv's answers, a moving average
 
     def enter(self, client: str) -> Busy | None:
         """None if the verification may go ahead (then :meth:`leave` after), else why not.
@@ -101,6 +112,7 @@ class Slots:
             if client in self._calls or client in self._waiting:
                 return PER_CLIENT
             self._waiting.add(client)
+            joining = True  # the queue is judged as this submission joins it
             try:
                 while True:
                     refused = self._breaker_refusal()
@@ -109,6 +121,9 @@ class Slots:
                     if len(self._calls) < self._limit:
                         break
                     now = time.monotonic()
+                    if joining and self._queue_wait() > QUEUE_BUDGET:
+                        return self._full(now, queue=True)
+                    joining = False
                     wait = min(self._healthy_for(now), deadline - now)
                     if wait <= 0:
                         return self._full(now)
@@ -136,6 +151,7 @@ class Slots:
             if probe:
                 self._probe = None
             if verdict not in NOT_ANSWERING:
+                self._latency = 0.7 * self._latency + 0.3 * latency
                 if self._opened_at is not None:
                     log.warning("circuit breaker closed: AlloConv answers again")
                 self._failures, self._opened_at = 0, None
@@ -181,8 +197,18 @@ class Slots:
             return 0.0
         return min(self._calls.values(), default=now) + self._slow - now
 
-    def _full(self, now: float) -> Busy:
-        if self._failures:
+    def _queue_wait(self) -> float:
+        """How long the submissions waiting now (this one among them) may expect to wait
+        in all for a slot, at AlloConv's recent pace."""
+        return len(self._waiting) * self._latency / self._limit
+
+    def _full(self, now: float, *, queue: bool = False) -> Busy:
+        if queue:
+            why = (
+                f"max_pending reached, and {len(self._waiting) - 1} submissions wait already "
+                f"(AlloConv answers in {self._latency:.2f} s)"
+            )
+        elif self._failures:
             why = "max_pending reached, and AlloConv's last call did not answer"
         elif self._healthy_for(now) <= 0:
             why = f"max_pending reached, and AlloConv is slow (a call over {self._slow:g} s)"

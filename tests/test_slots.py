@@ -177,6 +177,28 @@ class TestAHealthyBurst:
         assert outcomes == ["ok"] * THREADS
 
 
+class TestASlowAlloConv:
+    """AlloConv healthy but slow (0.9 s an answer): made-up codes sent at once from as
+    many addresses as an attacker likes hold the slots' threads and at most one more;
+    the others are refused at once, so a small server keeps threads for the site."""
+
+    def test_a_storm_holds_no_more_than_the_slots_and_one(self, start, sandbox):
+        site = start()  # max_pending 2
+        sandbox.set_fault("slow", script="api-micropaiement", delay=0.9)
+        try:
+            for n in range(3):  # AlloConv's pace is learnt from its answers
+                assert site.submit(f"WARMUP0{n}", source=100 + n).status == 402
+            answers = burst(site, [f"MADEUP{n:02}" for n in range(12)])
+        finally:
+            sandbox.clear_fault()
+        refused_at_once = [a for a in answers if a.status == 503 and a.seconds < 0.5]
+        assert len(refused_at_once) >= 12 - 2 - 1
+        for answer in refused_at_once:
+            assert answer.headers["retry-after"] == str(RETRY_AFTER_BUSY)
+            assert answer.alert == TEXT["error_busy"]
+        assert calls(sandbox) <= 3 + 3  # the warm-up, the slots, and the one that waited
+
+
 class TestAHangingAlloConv:
     """50 submissions while AlloConv hangs: the slots' calls wait for AlloConv, the rest
     are refused at once (no call, the code not spent), and the rest of the site answers
