@@ -18,7 +18,7 @@ the call while one is free. A WARNING, once per process, says that as many submi
 once as there are workers wait for the timeout.
 
 The server is recognised from the environ alone: ``api_base``'s port is ``SERVER_PORT``
-and its host is a loopback address, ``SERVER_NAME`` or the host the visitor asked for.
+and its host is a loopback address (never from a name the visitor may send).
 Nothing here is on the fast paths: only a request the gate answers itself comes here.
 """
 
@@ -98,15 +98,15 @@ class GuardedClient:
 
 
 def _is_this_server(environ, api_base: str) -> bool:
+    """``api_base`` is on loopback, at this server's port.
+
+    Not by name: the Host header (and gunicorn's ``SERVER_NAME``, taken from it) is the
+    visitor's word, and a visitor naming AlloConv's host must not stop the calls (and
+    the number) of everyone else. A site that calls itself does so on loopback: http is
+    refused elsewhere.
+    """
     port, host = _port_and_host(api_base)
-    if port != str(environ.get("SERVER_PORT", "")):
-        return False
-    if is_loopback(host) or host == environ.get("SERVER_NAME", "").lower():
-        return True
-    try:
-        return host == urlsplit("//" + environ.get("HTTP_HOST", "")).hostname
-    except ValueError:  # a Host header that is no host
-        return False
+    return port == str(environ.get("SERVER_PORT", "")) and is_loopback(host)
 
 
 @functools.lru_cache(maxsize=16)

@@ -222,11 +222,19 @@ class TestCannotCallItself:
             pytest.param("http://127.0.0.1:6543/sandbox", {}, True, id="same"),
             pytest.param("http://localhost:6543/sandbox", {}, True, id="localhost"),
             pytest.param("http://[::1]:6543/sandbox", {}, True, id="ipv6-loopback"),
+            # Known by loopback only: a name may be the visitor's word (the Host header,
+            # gunicorn's SERVER_NAME), and one visitor must not stop the others' calls.
             pytest.param(
                 "https://demo.example/sandbox",
                 {"SERVER_NAME": "10.0.0.5", "SERVER_PORT": "443", "HTTP_HOST": "demo.example"},
-                True,
-                id="asked-by-name",
+                False,
+                id="a-name-the-visitor-sends",
+            ),
+            pytest.param(
+                "https://www.alloconv.fr/scripts",
+                {"SERVER_NAME": "www.alloconv.fr", "SERVER_PORT": "443"},
+                False,
+                id="a-spoofed-server-name",
             ),
             pytest.param("http://127.0.0.1:8001", {}, False, id="another-port"),
             pytest.param("https://www.alloconv.fr/scripts", {}, False, id="alloconv"),
