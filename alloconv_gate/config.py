@@ -31,6 +31,7 @@ MIN_SECRET_LENGTH = 32
 # Every secret written in the package's examples and README (a test checks that they hold
 # no other): accepted only with an AlloConv on loopback, the sandbox.
 PUBLISHED_SECRETS = frozenset({"demo-secret-do-not-use-in-production-0123456789"})
+SANDBOX_KEY = "sandbox-key"  # the sandbox's default key
 # Browsers cap a cookie's lifetime at 400 days; a longer access would end early, silently.
 MAX_DURATION = 400 * 86400
 
@@ -311,12 +312,14 @@ def _parse_one_gate(name: str, opts: dict[str, Any], here: str) -> GateConfig:
     language = _choice(opts, "language", (*LANGUAGES, "auto"), "fr")
     paliers = _parse_paliers(opts.get("palier"))
     api_base = _parse_api_base(str(opts.get("api_base", DEFAULT_API_BASE)).strip())
+    api_key = _one_of(opts, "api_key", "api_key_file", here, _parse_api_key)
     return GateConfig(
         name=name,
-        api_key=_one_of(opts, "api_key", "api_key_file", here, _parse_api_key),
+        api_key=api_key,
         secrets=_not_published(
             _one_of(opts, "secret", "secret_file", here, _parse_secrets),
             api_base,
+            api_key,
             "secret_file" if "secret_file" in opts else "secret",
         ),
         paliers=paliers,
@@ -455,14 +458,17 @@ def _parse_prefixes(value: Any) -> tuple[str, ...]:
     return tuple(prefixes)
 
 
-def _not_published(secrets: tuple[str, ...], api_base: str, option: str) -> tuple[str, ...]:
+def _not_published(
+    secrets: tuple[str, ...], api_base: str, api_key: str, option: str
+) -> tuple[str, ...]:
     """Refuse a secret printed in this package's examples for a site that sells for real.
 
     Anyone who read the demo can sign access cookies with its secret: with a real AlloConv
-    (an ``api_base`` off loopback) it would open every paid page for free. On loopback it
-    can only be the sandbox, where that is what a demo is for.
+    it would open every paid page for free. It is accepted with the sandbox only: on
+    loopback *and* with the sandbox's own key, since a real AlloConv may be reached
+    through a proxy on loopback too, but never with the sandbox's key.
     """
-    if is_loopback(urlsplit(api_base).hostname or ""):
+    if is_loopback(urlsplit(api_base).hostname or "") and api_key == SANDBOX_KEY:
         return secrets
     for position, secret in enumerate(secrets, 1):
         if secret in PUBLISHED_SECRETS:

@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 from webob import Response
 from webob.dec import wsgify
 
+from .config import SANDBOX_KEY
+
 CODE_ALPHABET = string.ascii_uppercase + string.digits
 CODE_LENGTH = 8
-DEFAULT_KEY = "sandbox-key"
+DEFAULT_KEY = SANDBOX_KEY  # the demo's secret is accepted with this key only
 DEFAULT_NUMBERS = {
     "fra1": "08 99 23 45 67",
     "fra2": "08 99 23 45 68",

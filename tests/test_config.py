@@ -207,8 +207,14 @@ class TestPublishedSecret:
         assert config_error(options, here=str(tmp_path)).option == "secret_file"
 
     def test_accepted_with_the_sandbox_on_loopback(self):
-        config = parse_options(ini(secret=self.DEMO, api_base="http://127.0.0.1:6543/sandbox"))
+        sandbox = {"api_base": "http://127.0.0.1:6543/sandbox", "api_key": "sandbox-key"}
+        config = parse_options(ini(secret=self.DEMO, **sandbox))
         assert config.secrets == (self.DEMO,)
+
+    def test_refused_on_loopback_with_a_real_key(self):
+        # an AlloConv reached through a local proxy (stunnel...) is on loopback too
+        options = ini(secret=self.DEMO, api_base="http://127.0.0.1:8443/scripts")
+        assert config_error(options).option == "secret"
 
     def test_every_secret_the_examples_print_is_known(self):
         """A secret added to an example must join PUBLISHED_SECRETS, or the check above
