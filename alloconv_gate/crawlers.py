@@ -59,6 +59,12 @@ MAX_WAITING = 2
 # Seconds a request waits for its address's lookup, counted from the lookup's start. A
 # crawler's PTR is answered in milliseconds from a resolver's cache, rarely over a second.
 LOOKUP_DEADLINE = 2.0
+# Lookups running at once for one network (an IPv4 /24, an IPv6 /48): whoever owns a
+# reverse zone owns a network's, so a hostile one takes these places and no more.
+NETWORK_LOOKUPS = 2
+# Lookups in the resolver at once, those past their deadline included (a lookup cannot be
+# stopped; its thread ends when the resolver gives up, 10 s with glibc's defaults).
+MAX_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -211,14 +217,17 @@ class CrawlerCheck:
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None and self._clock() < entry[0]:
+                self._cache.move_to_end(key)  # a crawler that comes back stays cached
                 return entry[1]
             lookup = self._running.get(key)
             start = lookup is None
             if start:
-                if len(self._running) >= self.max_lookups:
-                    log.debug("crawler check of %s: %d lookups running", key, len(self._running))
+                busy = self._no_lookup_for(address)
+                if busy:
+                    log.debug("crawler check of %s not started: %s", key, busy)
                     return None
-                lookup = self._running[key] = _Lookup(time.monotonic() + self.deadline)
+                lookup = _Lookup(time.monotonic() + self.deadline, _network(address))
+                self._running[key] = lookup
             wait = self._waiting < self.max_waiting
             if wait:
                 self._waiting += 1
@@ -243,6 +252,26 @@ class CrawlerCheck:
             log.info("crawler check of %s: no answer within %s s", key, self.deadline)
             return None
         return lookup.engine
+
+    def _no_lookup_for(self, address) -> str | None:
+        """Why no lookup may start for ``address`` now (None: one may); under the lock.
+
+        A lookup past its deadline frees its place among :data:`MAX_LOOKUPS` (nobody waits
+        for it any more) but keeps its thread until the resolver gives up, within
+        :data:`MAX_THREADS`; and one network (an IPv4 /24, an IPv6 /48) has at most
+        :data:`NETWORK_LOOKUPS` running. So the owner of a reverse zone that never answers
+        must hold many networks to keep real crawlers from being verified.
+        """
+        now = time.monotonic()
+        network = _network(address)
+        lookups = list(self._running.values())
+        if len(lookups) >= MAX_THREADS:
+            return f"{len(lookups)} lookups still in the resolver"
+        if sum(lookup.network == network for lookup in lookups) >= NETWORK_LOOKUPS:
+            return f"{NETWORK_LOOKUPS} lookups running for {network}"
+        if sum(lookup.deadline > now for lookup in lookups) >= self.max_lookups:
+            return f"{self.max_lookups} lookups running"
+        return None
 
     def _run(self, key: str, address, lookup: _Lookup) -> None:
         """Look ``address`` up in this thread, then cache and hand over the answer."""
@@ -289,12 +318,20 @@ class CrawlerCheck:
 class _Lookup:
     """One address's lookup in flight: its deadline, then its answer."""
 
-    __slots__ = ("deadline", "done", "engine")
+    __slots__ = ("deadline", "done", "engine", "network")
 
-    def __init__(self, deadline: float):
+    def __init__(self, deadline: float, network: str):
         self.deadline = deadline  # time.monotonic() after which nobody waits for it
+        self.network = network  # the address's network (see _network)
         self.done = threading.Event()
         self.engine: str | None = None
+
+
+def _network(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The network ``address`` is part of, as one owner of a reverse zone holds it: an
+    IPv4 /24, an IPv6 /48 (a site's usual delegation)."""
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network((address, prefix), strict=False))
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

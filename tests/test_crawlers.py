@@ -20,7 +20,9 @@ from alloconv_gate.config import parse_options
 from alloconv_gate.crawlers import (
     ERROR_TTL,
     MAX_LOOKUPS,
+    MAX_THREADS,
     MAX_WAITING,
+    NETWORK_LOOKUPS,
     CrawlerCheck,
     SystemResolver,
 )
@@ -637,9 +639,9 @@ class TestSlowDns:
 
     def test_many_addresses_never_run_more_than_the_bound_of_lookups(self, served, app):
         served.check.deadline = RESOLVER_WAIT
-        addresses = [f"203.0.113.{n}" for n in range(1, 11)]
+        addresses = [f"203.0.{n}.1" for n in range(1, 11)]  # each its own network
         for n, address in enumerate(addresses, start=1):
-            host = f"crawl-203-0-113-{n}.googlebot.com"
+            host = f"crawl-203-0-{n}-1.googlebot.com"
             served.resolver.ptr[address] = host
             served.resolver.addresses[host] = [address]
 
@@ -665,3 +667,78 @@ class TestSlowDns:
         assert [served.claim(address)[0] for address in addresses] == [200] * len(addresses)
         assert len(served.resolver.reverse_calls()) == len(addresses)
         assert served.resolver.most_inside == MAX_LOOKUPS
+
+
+class HangingZone(FakeResolver):
+    """The reverse zones of ``hanging`` addresses never answer (until :attr:`release`):
+    an attacker's own zone; every other address is answered at once."""
+
+    def __init__(self, hanging):
+        super().__init__()
+        self.hanging = set(hanging)
+        self.release = threading.Event()
+
+    def reverse(self, address):
+        if address in self.hanging:
+            self.release.wait(RESOLVER_WAIT)
+        return super().reverse(address)
+
+
+class TestHostileReverseZones:
+    """Whoever owns addresses owns their reverse zone and can make it never answer. Such
+    lookups must not keep real crawlers from being verified."""
+
+    def check(self, hanging, clock, deadline=0.2):
+        resolver = HangingZone(hanging)
+        check = CrawlerCheck(("google",), resolver=resolver, clock=clock, deadline=deadline)
+        return check, resolver
+
+    def test_one_network_takes_two_lookups_and_no_more(self, clock):
+        attack = [f"2001:db8:bad:{n}::1" for n in range(1, 5)]  # four /64s of one /48
+        check, resolver = self.check(attack, clock, deadline=0)
+        try:
+            for address in attack:
+                assert check.crawler(address, GOOGLEBOT_UA) is None
+            assert check.lookups_running == NETWORK_LOOKUPS
+            assert check.crawler(GOOGLE_IP, GOOGLEBOT_UA) == "google"
+        finally:
+            resolver.release.set()
+            assert check.wait_idle(STATUS_WAIT)
+
+    def test_lookups_past_their_deadline_leave_room_for_crawlers(self, clock):
+        attack = [f"198.51.{n}.1" for n in range(MAX_LOOKUPS)]  # as many networks as places
+        check, resolver = self.check(attack, clock)
+        try:
+            with ThreadPoolExecutor(MAX_LOOKUPS) as pool:
+                assert (
+                    list(pool.map(lambda a: check.crawler(a, GOOGLEBOT_UA), attack))
+                    == [None] * MAX_LOOKUPS
+                )
+            # every place was taken until the deadline; past it, a crawler is looked up
+            assert check.lookups_running == MAX_LOOKUPS
+            assert check.crawler(GOOGLE_IP, GOOGLEBOT_UA) == "google"
+        finally:
+            resolver.release.set()
+            assert check.wait_idle(STATUS_WAIT)
+
+    def test_the_threads_in_the_resolver_are_bounded(self, clock):
+        attack = [f"10.{n // 250}.{n % 250}.1" for n in range(MAX_THREADS + 5)]
+        check, resolver = self.check(attack, clock, deadline=0)
+        try:
+            for address in attack:
+                assert check.crawler(address, GOOGLEBOT_UA) is None
+            assert check.lookups_running == MAX_THREADS
+            assert check.crawler(GOOGLE_IP, GOOGLEBOT_UA) is None  # the gate page, for now
+        finally:
+            resolver.release.set()
+            assert check.wait_idle(STATUS_WAIT)
+        assert check.crawler(GOOGLE_IP, GOOGLEBOT_UA) == "google"  # once they are gone
+
+    def test_a_crawler_that_comes_back_is_not_pushed_out_of_the_cache(self, clock):
+        resolver = FakeResolver()
+        check = CrawlerCheck(("google",), resolver=resolver, clock=clock, max_entries=3)
+        assert check.crawler(GOOGLE_IP, GOOGLEBOT_UA) == "google"
+        for n in range(10):  # a flood of new addresses, the crawler visiting between them
+            check.crawler(f"203.0.113.{n}", GOOGLEBOT_UA)
+            assert check.crawler(GOOGLE_IP, GOOGLEBOT_UA) == "google"
+        assert resolver.calls.count(("reverse", GOOGLE_IP)) == 1
