@@ -61,6 +61,9 @@ RECOVERY_WINDOW = 86400
 PENDING_GRACE = 60
 # Local refusals journaled per client and window: this many times the rate limit.
 LOCAL_RECORDS_FACTOR = 10
+# ... and per gate and window from all clients together, in each process: junk sent from
+# as many addresses (IPv6 /64s) as an attacker has costs no more disk than this.
+LOCAL_RECORDS_ALL_FACTOR = 100
 DEFAULT_RATE = (5, 60)  # for that bound when rate_limit is off
 MORE_CODES = "error_more_codes"
 
@@ -280,12 +283,16 @@ class Verifier:
 
     def _record_local_refusal(self, attempt: Attempt, problem: str) -> None:
         """Journal a typo, but not a flood of junk: at most LOCAL_RECORDS_FACTOR times the
-        rate limit per client and window, in each process. They cost no AlloConv call,
-        and are counted in this process, so that past the bound they cost no disk write
-        either (a counter in the store would cost one each)."""
+        rate limit per client and window, and LOCAL_RECORDS_ALL_FACTOR times it from all
+        clients, in each process. They cost no AlloConv call, and are counted in this
+        process, so that past the bound they cost no disk write either (a counter in the
+        store would cost one each)."""
         limit, window = self.config.rate_limit or DEFAULT_RATE
-        key = f"{attempt.gate}|{attempt.client}"
-        if self._local_records.add(key, window, attempt.time) > LOCAL_RECORDS_FACTOR * limit:
+        counts, now = self._local_records, attempt.time
+        per_client = counts.add(f"{attempt.gate}|{attempt.client}", window, now)
+        if per_client > LOCAL_RECORDS_FACTOR * limit:
+            return
+        if counts.add(f"{attempt.gate}|*", window, now) > LOCAL_RECORDS_ALL_FACTOR * limit:
             return
         self._record_done(attempt, "refused-locally", problem)
 

@@ -528,6 +528,15 @@ class TestTheJournalIsNotFlooded:
             submit(browser, "abc", 400)  # every one still answered
         assert len(journal(gate, outcome="refused-locally")) == 50  # 10 x rate_limit
 
+    def test_junk_from_many_addresses_is_journaled_up_to_a_bound(self, gate, clock):
+        # one junk code from each of 600 /64s: the per-client bound never applies
+        for n in range(600):
+            submit(visitor(gate, f"2001:db8:0:{n:x}::1"), "abc", 400)
+        assert len(journal(gate, outcome="refused-locally", limit=1000)) == 500  # 100 x 5
+        clock.advance(60)  # a new window
+        submit(visitor(gate, "2001:db8:1::1"), "abc", 400)
+        assert len(journal(gate, outcome="refused-locally", limit=1000)) == 501
+
     def test_one_rate_limited_record_per_window(self, gate, sandbox, clock):
         browser = visitor(gate)
         for _ in range(5):
