@@ -10,11 +10,13 @@ peers) is the IPv4 address it maps.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 IPV6_CLIENT_PREFIX = 64
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than the refusal
 def client_key(address: str) -> str:
     """The client the rate limits and the verifications in flight count ``address`` as.
 
