@@ -47,6 +47,7 @@ from .codes import code_hash, local_problem, mask_code, reference
 from .config import GateConfig
 from .slots import Slots
 from .store import PENDING, Attempt, Redemption, Store, StoreError
+from .store.base import set_detail, set_redemptions
 from .store.local import LocalCounts
 from .tokens import GrantLinks, SetProgress
 
@@ -344,6 +345,10 @@ class Verifier:
         count = self._store.record_counted(attempt, key, window, limit)
         return None if count <= limit else self._over(attempt)
 
+    def _counted(self, attempt: Attempt) -> bool:
+        """Whether this submission's rate-limit count is made (or none is needed)."""
+        return getattr(self._uncounted, "attempt_id", None) != attempt.id
+
     def _owed(self, attempt: Attempt) -> str | None:
         """The rate-limit key of this submission, if its count is still to be made (with
         the record being written: then no longer owed); else None."""
@@ -579,34 +584,50 @@ class Verifier:
         """
         set_id = sub.visit.set_id or uuid.uuid4().hex
         needed = self.config.codes
+        # A code AlloConv accepted, its pending record (and rate-limit count) written: the
+        # set step writes its record, and the access when it completes the set, in the
+        # same transaction (Store.add_to_set_and_settle): two in all for the submission.
+        settled = None
+        if check is not None and self._counted(sub.attempt):
+            settled = dataclasses.replace(
+                sub.attempt, outcome=outcome or "restored", latency=check.latency, detail=detail
+            )
         try:
-            state = self._add(sub, set_id, passed_at)
+            state = self._add(sub, set_id, passed_at, settled)
             if state.status == "closed":  # completed meanwhile (a copied progress cookie)
                 set_id = uuid.uuid4().hex
-                state = self._add(sub, set_id, passed_at)
+                state = self._add(sub, set_id, passed_at, settled)
         except StoreError as exc:
             return self._set_failed(sub, outcome, detail, check, exc)
         if state.status == "used":  # it completed another set meanwhile
             self._finish(sub, outcome, check, f"{detail}; counts in a completed set already")
             return refuse(402, "error_invalid", code=sub.code)
         done = len(state.codes)
-        where = f"set {set_id[:8]}: code {done} of {needed}"
-        if state.status == "complete":
-            return self._grant(sub, check, outcome, state.codes, f"{detail}; {where}, complete")
-        self._finish(sub, outcome, check, f"{detail}; {where}")
+        complete = state.status == "complete"
+        where = set_detail(detail, set_id, done, needed, complete)
+        if complete and settled is not None:
+            return self._granted(sub, check, outcome)
+        if complete:
+            return self._grant(sub, check, outcome, state.codes, where)
+        if settled is None:
+            self._finish(sub, outcome, check, where)
         log.info("%s %s: %s", _who(sub.attempt), outcome or "counted", where)
         return refuse(402, MORE_CODES, set_id=set_id, passed=done)
 
-    def _add(self, sub: _Submission, set_id: str, passed_at: float):
-        return self._store.add_to_set(
-            sub.site,
-            sub.code_id,
-            set_id,
-            self.config.prefixes,
-            passed_at,
-            needed=self.config.codes,
-            since=self._since(),
+    def _add(self, sub: _Submission, set_id: str, passed_at: float, settled: Attempt | None):
+        """Count the code in the set; with ``settled`` (the attempt's final record), write
+        that record, and the access if the set completes, in the same transaction."""
+        place = (sub.site, sub.code_id, set_id, self.config.prefixes, passed_at)
+        needed, since = self.config.codes, self._since()
+        if settled is None:
+            return self._store.add_to_set(*place, needed=needed, since=since)
+        return self._store.add_to_set_and_settle(
+            *place, needed=needed, since=since, attempt=settled, ends_at=self._until(sub)
         )
+
+    def _until(self, sub: _Submission) -> int:
+        """When the access this submission buys ends."""
+        return int(sub.attempt.time) + self.config.duration
 
     def _set_failed(self, sub, outcome, detail, check, exc) -> Decision:
         """The store failed to count a code that passed: it is not lost, support has it."""
@@ -627,24 +648,24 @@ class Verifier:
     ) -> Decision:
         """Access bought by ``codes``: their redemptions, then the record."""
         attempt = sub.attempt
-        until = int(attempt.time) + self.config.duration
-        prefixes = self.config.prefixes
         # One access, whatever the number of codes it took: its browsers are counted on
         # the first code's redemption.
-        redemptions = [
-            Redemption(sub.site, hashed, attempt.time, until, 1, prefixes, shared)
-            for hashed in codes
-            for shared in [codes[0] if hashed != codes[0] else ""]
-        ]
+        redemptions = set_redemptions(
+            sub.site, codes, attempt.time, self._until(sub), self.config.prefixes
+        )
         try:
             self._finish(sub, outcome, check, detail, redemptions=redemptions)
         except StoreError as exc:
             # Paid is paid: the cookie goes out, and the record goes to the log in full.
             done = dataclasses.replace(attempt, outcome=outcome or "restored", detail=detail or "")
             log.error("store failed after AlloConv accepted a code: %s; record: %r", exc, done)
+        return self._granted(sub, check, outcome)
+
+    def _granted(self, sub: _Submission, check: Check | None, outcome: str | None) -> Decision:
+        """Access bought and written: the decision, logged."""
         latency = check.latency if check else 0.0
-        log.info("%s %s in %.2fs", _who(attempt), outcome or "completed its set", latency)
-        return Decision(until=until, prefixes=prefixes)
+        log.info("%s %s in %.2fs", _who(sub.attempt), outcome or "completed its set", latency)
+        return Decision(until=self._until(sub), prefixes=self.config.prefixes)
 
     # The journal
 

@@ -425,6 +425,52 @@ class StoreContract:
         assert self.add(store, HASH, "s2", needed=1) == SetState("used")
         assert store.claim(GATE, HASH).set_id == "s1"
 
+    # A code AlloConv accepted for a set: the step and its record in one transaction
+
+    def add_and_settle(self, store, code, set_id, record, needed=2):
+        return store.add_to_set_and_settle(
+            GATE,
+            code,
+            set_id,
+            ("/p",),
+            record.time,
+            needed=needed,
+            since=0.0,
+            attempt=record,
+            ends_at=5000,
+        )
+
+    def test_an_open_set_step_settles_its_pending_record(self, store):
+        store.record(attempt("a1"))
+        done = attempt("a1", outcome="ok", latency=0.2, detail="OK")
+        assert self.add_and_settle(store, HASH, "s1234567890", done) == SetState("open", (HASH,))
+        [record] = store.journal()
+        assert (record.outcome, record.latency) == ("ok", 0.2)
+        assert record.detail == "OK; set s1234567: code 1 of 2"
+        assert store.journal(outcome=PENDING) == []
+        assert store.redemption(GATE, HASH) is None  # no access yet
+
+    def test_the_completing_step_writes_the_access_with_the_record(self, store):
+        self.add(store, HASH, "s1", 900.0)
+        store.record(attempt("a2", 1000.0, code_hash=OTHER_HASH))
+        done = attempt("a2", 1000.0, code_hash=OTHER_HASH, outcome="ok", detail="OK")
+        state = self.add_and_settle(store, OTHER_HASH, "s1", done)
+        assert state == SetState("complete", (HASH, OTHER_HASH))
+        assert store.journal(outcome="ok")[0].detail == "OK; set s1: code 2 of 2, complete"
+        first, second = store.redemption(GATE, HASH), store.redemption(GATE, OTHER_HASH)
+        assert (first.granted_at, first.ends_at, first.prefixes) == (1000.0, 5000, ("/p",))
+        assert (first.shares_devices_with, second.shares_devices_with) == ("", HASH)
+        assert store.claim(GATE, HASH).completed
+
+    def test_a_step_that_changes_nothing_writes_nothing(self, store):
+        self.add(store, HASH, "s1", needed=1)
+        store.record(attempt("a3", code_hash=OTHER_HASH))
+        done = attempt("a3", code_hash=OTHER_HASH, outcome="ok", detail="OK")
+        assert self.add_and_settle(store, OTHER_HASH, "s1", done, needed=1) == SetState("closed")
+        assert self.add_and_settle(store, HASH, "s2", done, needed=1) == SetState("used")
+        assert [a.outcome for a in store.journal()] == [PENDING]  # the caller decides
+        assert store.redemption(GATE, OTHER_HASH) is None
+
     def test_codes_that_passed_too_long_ago_do_not_count(self, store):
         self.add(store, HASH, "s1", 100.0)
         assert self.add(store, OTHER_HASH, "s1", 5000.0, since=1000.0) == SetState(

@@ -123,6 +123,20 @@ class TestWritesPerSubmission:
         assert post(url, sandbox.issue_code()).status_code == 303
         assert trace.writes() == [0, 1]
 
+    def test_each_code_of_a_set_takes_two(self, start, trace, sandbox):
+        """codes = 2: the first code's record with its place in the set, then the second
+        code's with the access the set bought, each in one transaction after its pending
+        record."""
+        url = start(codes="2")
+        browser = requests.Session()
+        trace.clear()
+        assert post(url, sandbox.issue_code(), browser).status_code == 402  # 1 of 2
+        assert trace.writes() == [0, 1]
+        trace.clear()
+        assert post(url, sandbox.issue_code(), browser).status_code == 303  # complete
+        assert trace.writes() == [1, 2]
+        assert browser.get(url + "/premium/x", timeout=TIMEOUT).status_code == 200
+
     def test_a_code_alloconv_refuses_takes_two(self, start, trace, sandbox):
         url = start()
         trace.clear()

@@ -200,6 +200,30 @@ class Store(abc.ABC):
         same code cannot both complete one.
         """
 
+    @abc.abstractmethod
+    def add_to_set_and_settle(
+        self,
+        gate: str,
+        code_hash: str,
+        set_id: str,
+        prefixes: tuple[str, ...],
+        passed_at: float,
+        *,
+        needed: int,
+        since: float,
+        attempt: Attempt,
+        ends_at: int,
+    ) -> SetState:
+        """:meth:`add_to_set`, and what it leads to, in one atomic step: a code that
+        AlloConv accepted for a set costs one transaction after its pending record.
+
+        ``open``: ``attempt``'s final record is written as :meth:`settle` writes it, its
+        detail followed by :func:`set_detail`. ``complete``: the same, and the access the
+        set bought, as :meth:`settle` adds redemptions: one per code, granted at
+        ``attempt.time`` until ``ends_at`` on ``prefixes``, counted on the first code's
+        (:func:`set_redemptions`). ``closed`` or ``used``: nothing is written.
+        """
+
     # Rate limits
 
     @abc.abstractmethod
@@ -259,3 +283,21 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - engines without resources have nothing to do
         """Release connections."""
+
+
+def set_detail(detail: str, set_id: str, count: int, needed: int, complete: bool) -> str:
+    """A set step's journal detail: what happened to the code, then where it counts."""
+    where = f"{detail}; set {set_id[:8]}: code {count} of {needed}"
+    return f"{where}, complete" if complete else where
+
+
+def set_redemptions(
+    gate: str, codes: Sequence[str], granted_at: float, ends_at: int, prefixes: tuple[str, ...]
+) -> list[Redemption]:
+    """The access a complete set bought: one redemption per code; one access whatever the
+    number of codes it took, so its browsers are counted on the first code's."""
+    return [
+        Redemption(gate, hashed, granted_at, ends_at, 1, tuple(prefixes), shared)
+        for hashed in codes
+        for shared in [codes[0] if hashed != codes[0] else ""]
+    ]

@@ -5,7 +5,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from .base import Attempt, Claim, Redemption, SetState, Store, StoreError
+from .base import (
+    Attempt,
+    Claim,
+    Redemption,
+    SetState,
+    Store,
+    StoreError,
+    set_detail,
+    set_redemptions,
+)
 
 
 class MemoryStore(Store):
@@ -117,6 +126,24 @@ class MemoryStore(Store):
                     self._claims[(gate, hashed)], completed=True
                 )
             return SetState("complete", hashes)
+
+    def add_to_set_and_settle(
+        self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since, attempt, ends_at
+    ):
+        with self._lock:
+            state = self.add_to_set(
+                gate, code_hash, set_id, prefixes, passed_at, needed=needed, since=since
+            )
+            if state.status in ("open", "complete"):
+                complete = state.status == "complete"
+                detail = set_detail(attempt.detail, set_id, len(state.codes), needed, complete)
+                redemptions = (
+                    set_redemptions(gate, state.codes, attempt.time, ends_at, prefixes)
+                    if complete
+                    else ()
+                )
+                self.settle(dataclasses.replace(attempt, detail=detail), redemptions)
+            return state
 
     def hit(self, key: str, window: int, now: float) -> int:
         start = int(now // window * window)

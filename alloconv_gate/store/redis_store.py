@@ -109,6 +109,58 @@ for _, code in ipairs(codes) do redis.call('HSET', ARGV[8] .. code, 'completed',
 return {'complete', unpack(codes)}
 """
 
+# _ADD_TO_SET, then _SETTLE's writes, in one script.
+# KEYS: claim, set, complete flag of the set, then the attempt, journal, gate index, code
+#       index, index of the new outcome
+# ARGV: _ADD_TO_SET's 9, then id, time, outcome, latency, detail, prefix, N, the
+#       attempt's N field and value items, then granted_at, ends_at, redemption key
+#       prefix, gate (the redemption keys are the codes', known once the set is)
+_ADD_TO_SET_AND_SETTLE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'closed'} end
+local old = redis.call('HMGET', KEYS[1], 'set', 'completed', 'passed_at')
+if old[2] == '1' then return {'used'} end
+local passed_at = old[3] or ARGV[4]
+if old[1] and old[1] ~= ARGV[2] then redis.call('ZREM', ARGV[9] .. old[1], ARGV[1]) end
+redis.call('HSET', KEYS[1], 'set', ARGV[2], 'prefixes', ARGV[3], 'passed_at', passed_at,
+           'completed', '0')
+redis.call('ZADD', KEYS[2], passed_at, ARGV[1])
+for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
+local codes = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')
+local status = 'open'
+local detail = ARGV[14] .. '; set ' .. string.sub(ARGV[2], 1, 8) .. ': code ' .. #codes
+               .. ' of ' .. ARGV[6]
+if #codes >= tonumber(ARGV[6]) then
+    status = 'complete'
+    detail = detail .. ', complete'
+    redis.call('SET', KEYS[3], '1', 'EX', ARGV[7])
+    for _, code in ipairs(codes) do redis.call('HSET', ARGV[8] .. code, 'completed', '1') end
+    local r = 17 + tonumber(ARGV[16])
+    for _, code in ipairs(codes) do
+        local key = ARGV[r + 2] .. code .. ':' .. ARGV[r + 3]
+        if redis.call('EXISTS', key) == 0 then
+            local shared = ''
+            if code ~= codes[1] then shared = codes[1] end
+            redis.call('HSET', key, 'gate', ARGV[r + 3], 'code_hash', code,
+                       'granted_at', ARGV[r], 'ends_at', ARGV[r + 1], 'devices', 1,
+                       'prefixes', ARGV[3], 'shares_devices_with', shared)
+        end
+    end
+end
+local was = redis.call('HMGET', KEYS[4], 'outcome', 'time')
+if was[1] then
+    redis.call('HSET', KEYS[4], 'outcome', ARGV[12], 'latency', ARGV[13])
+    if was[1] ~= ARGV[12] then
+        redis.call('ZREM', ARGV[15] .. 'journal:outcome:' .. was[1], ARGV[10])
+        redis.call('ZADD', KEYS[8], was[2], ARGV[10])
+    end
+else
+    redis.call('HSET', KEYS[4], unpack(ARGV, 17, 16 + tonumber(ARGV[16])))
+    for i = 5, 8 do redis.call('ZADD', KEYS[i], ARGV[11], ARGV[10]) end
+end
+redis.call('HSET', KEYS[4], 'detail', detail)
+return {status, unpack(codes)}
+"""
+
 # KEYS: attempt, journal, gate index, code index, outcome index, counter
 # ARGV: id, time, limit ('' for none), counter ttl, then the attempt's field, value pairs
 _RECORD_COUNTED = """
@@ -257,6 +309,7 @@ class RedisStore(Store):
         self._add_to_set = self._client.register_script(_ADD_TO_SET)
         self._record_counted = self._client.register_script(_RECORD_COUNTED)
         self._settle = self._client.register_script(_SETTLE)
+        self._add_to_set_and_settle = self._client.register_script(_ADD_TO_SET_AND_SETTLE)
         try:
             self.ping()
         except StoreError as error:
@@ -426,13 +479,10 @@ class RedisStore(Store):
             complete, codes = pipe.execute()
         return () if complete else tuple(codes)
 
-    def add_to_set(self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since):
-        keys = [
-            _key("claim", gate, code_hash),
-            _key("set", gate, set_id),
-            _key("complete", gate, set_id),
-        ]
-        args = [
+    @staticmethod
+    def _set_args(gate, code_hash, set_id, prefixes, passed_at, needed, since) -> list:
+        """The ARGV of _ADD_TO_SET (and the first of _ADD_TO_SET_AND_SETTLE)."""
+        return [
             code_hash,
             set_id,
             json.dumps(list(prefixes)),
@@ -443,8 +493,46 @@ class RedisStore(Store):
             _key("claim", gate, ""),
             _key("set", gate, ""),
         ]
+
+    def add_to_set(self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since):
+        keys = [
+            _key("claim", gate, code_hash),
+            _key("set", gate, set_id),
+            _key("complete", gate, set_id),
+        ]
+        args = self._set_args(gate, code_hash, set_id, prefixes, passed_at, needed, since)
         with self._failing("add a code to a set"):
             status, *codes = self._add_to_set(keys=keys, args=args)
+        return SetState(status, tuple(codes))
+
+    def add_to_set_and_settle(
+        self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since, attempt, ends_at
+    ):
+        keys = [
+            _key("claim", gate, code_hash),
+            _key("set", gate, set_id),
+            _key("complete", gate, set_id),
+            *_journal_keys(attempt),
+        ]
+        latency = "" if attempt.latency is None else repr(attempt.latency)
+        items = _items(attempt)
+        args = [
+            *self._set_args(gate, code_hash, set_id, prefixes, passed_at, needed, since),
+            attempt.id,
+            repr(attempt.time),
+            attempt.outcome,
+            latency,
+            attempt.detail,
+            PREFIX,
+            len(items),
+            *items,
+            repr(attempt.time),
+            repr(ends_at),
+            _key("redemption", ""),
+            gate,
+        ]
+        with self._failing(f"add a code to a set and settle attempt {attempt.id}"):
+            status, *codes = self._add_to_set_and_settle(keys=keys, args=args)
         return SetState(status, tuple(codes))
 
     # Rate limits

@@ -23,6 +23,7 @@ a :class:`StoreError` naming the file; no message ever holds a code (records hol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -31,7 +32,16 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from .base import Attempt, Claim, Redemption, SetState, Store, StoreError
+from .base import (
+    Attempt,
+    Claim,
+    Redemption,
+    SetState,
+    Store,
+    StoreError,
+    set_detail,
+    set_redemptions,
+)
 
 SCHEMA_VERSION = 2
 # What a file of an older version needs to reach this one (its tables are created as
@@ -233,18 +243,21 @@ class SqliteStore(Store):
 
     def settle(self, attempt, redemptions=()):
         with self._write("settle an attempt") as conn:
-            for r in redemptions:
-                _redeem(
-                    conn,
-                    r.gate,
-                    r.code_hash,
-                    r.granted_at,
-                    r.ends_at,
-                    r.prefixes,
-                    r.shares_devices_with,
-                )
-            if not _complete(conn, attempt.id, attempt.outcome, attempt.latency, attempt.detail):
-                self._insert(conn, attempt)
+            self._settle(conn, attempt, redemptions)
+
+    def _settle(self, conn: sqlite3.Connection, attempt: Attempt, redemptions) -> None:
+        for r in redemptions:
+            _redeem(
+                conn,
+                r.gate,
+                r.code_hash,
+                r.granted_at,
+                r.ends_at,
+                r.prefixes,
+                r.shares_devices_with,
+            )
+        if not _complete(conn, attempt.id, attempt.outcome, attempt.latency, attempt.detail):
+            self._insert(conn, attempt)
 
     def journal(
         self,
@@ -316,30 +329,23 @@ class SqliteStore(Store):
 
     def add_to_set(self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since):
         with self._write("add a code to a set") as conn:
-            if conn.execute(
-                "SELECT 1 FROM complete_sets WHERE gate = ? AND set_id = ?", (gate, set_id)
-            ).fetchone():
-                return SetState("closed")
-            old = conn.execute(
-                "SELECT completed FROM claims WHERE gate = ? AND code_hash = ?", (gate, code_hash)
-            ).fetchone()
-            if old is not None and old[0]:
-                return SetState("used")
-            conn.execute(
-                "INSERT INTO claims (gate, code_hash, set_id, prefixes, passed_at, completed) "
-                "VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (gate, code_hash) "
-                "DO UPDATE SET set_id = excluded.set_id, prefixes = excluded.prefixes",
-                (gate, code_hash, set_id, json.dumps(list(prefixes)), passed_at),
-            )
-            codes = _open_codes(conn, gate, set_id, since)
-            if len(codes) < needed:
-                return SetState("open", codes)
-            conn.execute("INSERT INTO complete_sets (gate, set_id) VALUES (?, ?)", (gate, set_id))
-            conn.executemany(
-                "UPDATE claims SET completed = 1 WHERE gate = ? AND code_hash = ?",
-                [(gate, hashed) for hashed in codes],
-            )
-            return SetState("complete", codes)
+            return _add_to_set(conn, gate, code_hash, set_id, prefixes, passed_at, needed, since)
+
+    def add_to_set_and_settle(
+        self, gate, code_hash, set_id, prefixes, passed_at, *, needed, since, attempt, ends_at
+    ):
+        with self._write("add a code to a set and settle its attempt") as conn:
+            state = _add_to_set(conn, gate, code_hash, set_id, prefixes, passed_at, needed, since)
+            if state.status in ("open", "complete"):
+                complete = state.status == "complete"
+                detail = set_detail(attempt.detail, set_id, len(state.codes), needed, complete)
+                redemptions = (
+                    set_redemptions(gate, state.codes, attempt.time, ends_at, prefixes)
+                    if complete
+                    else ()
+                )
+                self._settle(conn, dataclasses.replace(attempt, detail=detail), redemptions)
+            return state
 
     # Rate limits
 
@@ -518,6 +524,34 @@ def _hit(conn: sqlite3.Connection, key: str, window: int, now: float) -> int:
         (key, window, start),
     ).fetchone()
     return count
+
+
+def _add_to_set(conn, gate, code_hash, set_id, prefixes, passed_at, needed, since) -> SetState:
+    """The step of :meth:`Store.add_to_set`, inside the caller's write transaction."""
+    if conn.execute(
+        "SELECT 1 FROM complete_sets WHERE gate = ? AND set_id = ?", (gate, set_id)
+    ).fetchone():
+        return SetState("closed")
+    old = conn.execute(
+        "SELECT completed FROM claims WHERE gate = ? AND code_hash = ?", (gate, code_hash)
+    ).fetchone()
+    if old is not None and old[0]:
+        return SetState("used")
+    conn.execute(
+        "INSERT INTO claims (gate, code_hash, set_id, prefixes, passed_at, completed) "
+        "VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (gate, code_hash) "
+        "DO UPDATE SET set_id = excluded.set_id, prefixes = excluded.prefixes",
+        (gate, code_hash, set_id, json.dumps(list(prefixes)), passed_at),
+    )
+    codes = _open_codes(conn, gate, set_id, since)
+    if len(codes) < needed:
+        return SetState("open", codes)
+    conn.execute("INSERT INTO complete_sets (gate, set_id) VALUES (?, ?)", (gate, set_id))
+    conn.executemany(
+        "UPDATE claims SET completed = 1 WHERE gate = ? AND code_hash = ?",
+        [(gate, hashed) for hashed in codes],
+    )
+    return SetState("complete", codes)
 
 
 def _open_codes(conn: sqlite3.Connection, gate: str, set_id: str, since: float):
