@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .clients import network_key
+
 log = logging.getLogger("alloconv_gate")
 
 # How long a failed lookup (not an answer: a timeout, a SERVFAIL) keeps an address
@@ -329,9 +331,8 @@ class _Lookup:
 
 def _network(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """The network ``address`` is part of, as one owner of a reverse zone holds it: an
-    IPv4 /24, an IPv6 /48 (a site's usual delegation)."""
-    prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network((address, prefix), strict=False))
+    IPv4 /24, an IPv6 /48 (a site's usual delegation), a 6to4 or NAT64 address's IPv4."""
+    return network_key(str(address))
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

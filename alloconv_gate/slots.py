@@ -9,7 +9,10 @@ and a circuit breaker):
 
 - **Slots**: at most ``max_pending`` verifications in flight per process (all the gates of
   a filter together), and one per client address, in flight or waiting: the rest of that
-  client's submissions get 503 at once, so a few addresses cannot take every slot.
+  client's submissions get 503 at once, so a few addresses cannot take every slot; and
+  one network (an IPv4 /24, an IPv6 /48: what one owner usually holds) has at most half
+  of ``max_pending`` (at least one) in flight or waiting, so that an attacker with many
+  addresses of one network cannot keep the slots and the queue from paying visitors.
 - **A short wait while AlloConv looks healthy**: a submission that finds every slot busy
   waits for one if the queue it joins can expect to be served within
   :data:`QUEUE_BUDGET` at AlloConv's recent pace (so that waiting submissions, sent from
@@ -36,10 +39,12 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .alloconv import Verdict
+from .clients import network_key
 
 log = logging.getLogger("alloconv_gate")
 
@@ -74,6 +79,11 @@ class Busy:
 PER_CLIENT = Busy(
     "a verification of this client is in flight already", "error_busy", RETRY_AFTER_BUSY
 )
+PER_NETWORK = Busy(
+    "verifications of this client's network (IPv4 /24, IPv6 /48) fill its share",
+    "error_busy",
+    RETRY_AFTER_BUSY,
+)
 PROBING = Busy(
     "circuit breaker open, a submission is trying AlloConv again",
     "error_unavailable",
@@ -101,40 +111,59 @@ class Slots:
         self._opened_at: float | None = None  # the breaker opened then (clock), or closed
         self._probe: str | None = None  # the client whose call is trying AlloConv again
         self._latency = FIRST_LATENCY  # of AlloConv's answers, a moving average
+        # network -> its clients in flight or waiting, at most _per_network of them
+        self._networks: Counter[str] = Counter()
+        self._per_network = max(1, limit // 2)
 
     def enter(self, client: str) -> Busy | None:
         """None if the verification may go ahead (then :meth:`leave` after), else why not.
 
         May wait up to :data:`MAX_WAIT` for a slot, while AlloConv looks healthy.
         """
-        deadline = time.monotonic() + MAX_WAIT
         with self._changed:
             if client in self._calls or client in self._waiting:
                 return PER_CLIENT
+            network = network_key(client)
+            if self._networks[network] >= self._per_network:
+                return PER_NETWORK
+            self._networks[network] += 1
             self._waiting.add(client)
-            joining = True  # the queue is judged as this submission joins it
             try:
-                while True:
-                    refused = self._breaker_refusal()
-                    if refused is not None:
-                        return refused
-                    if len(self._calls) < self._limit:
-                        break
-                    now = time.monotonic()
-                    if joining and self._queue_wait() > QUEUE_BUDGET:
-                        return self._full(now, queue=True)
-                    joining = False
-                    wait = min(self._healthy_for(now), deadline - now)
-                    if wait <= 0:
-                        return self._full(now)
-                    self._changed.wait(wait)
+                refused = self._wait_for_a_slot()
             finally:
                 self._waiting.discard(client)
+            if refused is not None:
+                self._leave_network(network)
+                return refused
             if self._opened_at is not None:
                 self._probe = client
                 log.warning("circuit breaker: trying AlloConv again with one submission")
             self._calls[client] = time.monotonic()
         return None
+
+    def _wait_for_a_slot(self) -> Busy | None:
+        """Under the lock: None once a slot is free, else why the submission is refused."""
+        deadline = time.monotonic() + MAX_WAIT
+        joining = True  # the queue is judged as this submission joins it
+        while True:
+            refused = self._breaker_refusal()
+            if refused is not None:
+                return refused
+            if len(self._calls) < self._limit:
+                return None
+            now = time.monotonic()
+            if joining and self._queue_wait() > QUEUE_BUDGET:
+                return self._full(now, queue=True)
+            joining = False
+            wait = min(self._healthy_for(now), deadline - now)
+            if wait <= 0:
+                return self._full(now)
+            self._changed.wait(wait)
+
+    def _leave_network(self, network: str) -> None:
+        self._networks[network] -= 1
+        if not self._networks[network]:
+            del self._networks[network]
 
     def answered(self, client: str, verdict: Verdict, latency: float) -> None:
         """AlloConv's verdict on the call of ``client``, which took ``latency`` seconds:
@@ -150,8 +179,10 @@ class Slots:
             probe = client == self._probe
             if probe:
                 self._probe = None
+            # every call's time, failures too: one that fails just under the slow
+            # threshold holds its thread as long as an answer would
+            self._latency = 0.7 * self._latency + 0.3 * latency
             if verdict not in NOT_ANSWERING:
-                self._latency = 0.7 * self._latency + 0.3 * latency
                 if self._opened_at is not None:
                     log.warning("circuit breaker closed: AlloConv answers again")
                 self._failures, self._opened_at = 0, None
@@ -174,7 +205,8 @@ class Slots:
     def leave(self, client: str) -> None:
         """The verification of ``client`` is over (or was never sent): its slot is free."""
         with self._changed:
-            self._calls.pop(client, None)
+            if self._calls.pop(client, None) is not None:
+                self._leave_network(network_key(client))
             if client == self._probe:  # it never asked AlloConv: another submission may
                 self._probe = None
             self._changed.notify_all()

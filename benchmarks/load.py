@@ -610,8 +610,9 @@ class Burst:
         self.fired = time.perf_counter()
 
     def _submit(self, index, code, barrier):
-        # 127.0.0.2, .3, ...: Linux answers all of 127/8 on loopback.
-        source = (f"127.0.0.{2 + index}", 0)
+        # 127.0.2.1, 127.0.3.1, ...: Linux answers all of 127/8 on loopback; each its own
+        # /24, as separate visitors' networks are (the gate bounds what one network takes).
+        source = (f"127.0.{2 + index}.1", 0)
         connection = http.client.HTTPConnection(HOST, self.port, timeout=60, source_address=source)
         try:
             connection.connect()

@@ -139,7 +139,11 @@ class TestAHangingAlloConv:
             statuses.append((answer.status_int, time.monotonic()))
 
         started = time.monotonic()
-        hanging = [threading.Thread(target=submit, args=(f"192.0.2.{n}",)) for n in (1, 2)]
+        # two visitors of two networks (one network has half of max_pending at most)
+        hanging = [
+            threading.Thread(target=submit, args=(address,))
+            for address in ("192.0.2.1", "198.51.100.1")
+        ]
         for thread in hanging:
             thread.start()
         deadline = time.monotonic() + 5

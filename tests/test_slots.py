@@ -2,13 +2,14 @@
 
 The gate runs under waitress with 8 threads in front of a small app, the sandbox answers
 as AlloConv over loopback, the store is a real sqlite file, and each visitor posts from
-its own loopback address (127.0.0.x), as separate clients of a real site do. The circuit
+its own loopback address (127.0.x.1), as separate clients of a real site do. The circuit
 breaker's cool-down is read on an injected clock; the age of calls in flight is real time,
 since the waits it bounds are real.
 """
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import statistics
@@ -64,12 +65,14 @@ class Site:
     port: int
 
     def request(self, method, path, *, body=None, headers=None, source=1) -> Answer:
-        """One request on a new connection from 127.0.0.``source``."""
+        """One request on a new connection from 127.0.``source``.1 (each its own /24), or
+        from ``source`` if it is an address."""
+        address = source if isinstance(source, str) else f"127.0.{source}.1"
         connection = http.client.HTTPConnection(
             "127.0.0.1",
             self.port,
             timeout=HTTP_TIMEOUT,
-            source_address=(f"127.0.0.{source}", 0),
+            source_address=(address, 0),
         )
         started = time.monotonic()
         try:
@@ -197,6 +200,40 @@ class TestASlowAlloConv:
             assert answer.headers["retry-after"] == str(RETRY_AFTER_BUSY)
             assert answer.alert == TEXT["error_busy"]
         assert calls(sandbox) <= 3 + 3  # the warm-up, the slots, and the one that waited
+
+
+class TestOneNetworksShare:
+    """An attacker with many addresses of one network (an IPv4 /24 here; an IPv6 /48 of
+    /64s alike) sends made-up codes without pause while AlloConv answers in 0.2 s: the
+    network holds half of max_pending, in flight or waiting, so paying visitors still
+    get in. (Before, with the short queue, they were all refused.)"""
+
+    def test_paying_visitors_get_in_while_a_network_floods(self, start, sandbox):
+        site = start()  # max_pending 2: one place for the network
+        sandbox.set_fault("slow", script="api-micropaiement", delay=0.2)
+        stop = threading.Event()
+        statuses = collections.Counter()
+
+        def flood(host):
+            n = 0
+            while not stop.is_set():
+                n += 1
+                answer = site.submit(f"MADE{host:02}{n:04}", source=f"127.0.200.{host}")
+                statuses[answer.status] += 1
+
+        try:
+            with ThreadPoolExecutor(12) as pool:
+                for host in range(2, 14):
+                    pool.submit(flood, host)
+                time.sleep(0.5)  # the flood under way
+                paying = [site.submit(sandbox.issue_code(), source=20 + n) for n in range(8)]
+                stop.set()
+        finally:
+            stop.set()
+            sandbox.clear_fault()
+        assert [a.status for a in paying] == [303] * 8
+        assert statuses[503] > 0  # the flood was turned away, not served
+        assert all(a.seconds < 2 for a in paying)
 
 
 class TestAHangingAlloConv:
