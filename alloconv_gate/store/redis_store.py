@@ -89,10 +89,12 @@ redis.call('HSET', KEYS[1], 'gate', ARGV[1], 'code_hash', ARGV[2],
 return 1
 """
 
+# The set step of add_to_set, the start of both scripts below: ends with `codes` (the
+# set's codes) and `complete`, or returns {'closed'} or {'used'}.
 # KEYS: claim, set, complete flag of the set
 # ARGV: code_hash, set_id, prefixes, passed_at, since, needed, ttl, claim key prefix,
 #       set key prefix (the old set and the other claims are found from the record)
-_ADD_TO_SET = """
+_SET_STEP = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'closed'} end
 local old = redis.call('HMGET', KEYS[1], 'set', 'completed', 'passed_at')
 if old[2] == '1' then return {'used'} end
@@ -103,37 +105,36 @@ redis.call('HSET', KEYS[1], 'set', ARGV[2], 'prefixes', ARGV[3], 'passed_at', pa
 redis.call('ZADD', KEYS[2], passed_at, ARGV[1])
 for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
 local codes = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')
-if #codes < tonumber(ARGV[6]) then return {'open', unpack(codes)} end
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[7])
-for _, code in ipairs(codes) do redis.call('HSET', ARGV[8] .. code, 'completed', '1') end
-return {'complete', unpack(codes)}
+local complete = #codes >= tonumber(ARGV[6])
+if complete then
+    redis.call('SET', KEYS[3], '1', 'EX', ARGV[7])
+    for _, code in ipairs(codes) do redis.call('HSET', ARGV[8] .. code, 'completed', '1') end
+end
 """
 
-# _ADD_TO_SET, then _SETTLE's writes, in one script.
-# KEYS: claim, set, complete flag of the set, then the attempt, journal, gate index, code
-#       index, index of the new outcome
-# ARGV: _ADD_TO_SET's 9, then id, time, outcome, latency, detail, prefix, N, the
+_ADD_TO_SET = (
+    _SET_STEP
+    + """
+if complete then return {'complete', unpack(codes)} end
+return {'open', unpack(codes)}
+"""
+)
+
+# The set step, then _SETTLE's writes, in one script.
+# KEYS: _SET_STEP's 3, then the attempt, journal, gate index, code index, index of the
+#       new outcome
+# ARGV: _SET_STEP's 9, then id, time, outcome, latency, detail, prefix, N, the
 #       attempt's N field and value items, then granted_at, ends_at, redemption key
 #       prefix, gate (the redemption keys are the codes', known once the set is)
-_ADD_TO_SET_AND_SETTLE = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'closed'} end
-local old = redis.call('HMGET', KEYS[1], 'set', 'completed', 'passed_at')
-if old[2] == '1' then return {'used'} end
-local passed_at = old[3] or ARGV[4]
-if old[1] and old[1] ~= ARGV[2] then redis.call('ZREM', ARGV[9] .. old[1], ARGV[1]) end
-redis.call('HSET', KEYS[1], 'set', ARGV[2], 'prefixes', ARGV[3], 'passed_at', passed_at,
-           'completed', '0')
-redis.call('ZADD', KEYS[2], passed_at, ARGV[1])
-for i = 1, 2 do redis.call('EXPIRE', KEYS[i], ARGV[7]) end
-local codes = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')
+_ADD_TO_SET_AND_SETTLE = (
+    _SET_STEP
+    + """
 local status = 'open'
 local detail = ARGV[14] .. '; set ' .. string.sub(ARGV[2], 1, 8) .. ': code ' .. #codes
                .. ' of ' .. ARGV[6]
-if #codes >= tonumber(ARGV[6]) then
+if complete then
     status = 'complete'
     detail = detail .. ', complete'
-    redis.call('SET', KEYS[3], '1', 'EX', ARGV[7])
-    for _, code in ipairs(codes) do redis.call('HSET', ARGV[8] .. code, 'completed', '1') end
     local r = 17 + tonumber(ARGV[16])
     for _, code in ipairs(codes) do
         local key = ARGV[r + 2] .. code .. ':' .. ARGV[r + 3]
@@ -160,6 +161,7 @@ end
 redis.call('HSET', KEYS[4], 'detail', detail)
 return {status, unpack(codes)}
 """
+)
 
 # KEYS: attempt, journal, gate index, code index, outcome index, counter
 # ARGV: id, time, limit ('' for none), counter ttl, then the attempt's field, value pairs
