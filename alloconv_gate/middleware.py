@@ -61,6 +61,10 @@ from .verification import Decision, Verifier, Visit
 log = logging.getLogger("alloconv_gate")
 
 MAX_FORM_BYTES = 4096
+# Brackets a JSON submission may hold: it has one object and at most one list. Deeper
+# nesting is refused before parsing, which would recurse as deep (and any finaliser the
+# garbage collector runs down there would fail with RecursionError).
+MAX_JSON_BRACKETS = 16
 RETRY_AFTER = 60  # seconds, on 503 answers
 FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_TYPE = "application/json"
@@ -557,6 +561,8 @@ def _read_fields(body: bytes, content_type: str) -> dict[str, list[str]] | None:
     """
     try:
         if content_type == JSON_TYPE:
+            if body.count(b"[") + body.count(b"{") > MAX_JSON_BRACKETS:
+                return None  # no submission nests; parsing [[[[... would recurse deep
             data = json.loads(body.decode("utf-8"))
             if not isinstance(data, dict):
                 return None
